@@ -1,0 +1,41 @@
+"""gflow: exact gradient-flow learning dynamics of neural networks, with theory on the same clock."""
+
+from . import _losses as losses
+from ._data import AbstractDataset as AbstractDataset
+from ._data import Dataset as Dataset
+from ._data import InputOutputModes as InputOutputModes
+from ._data import input_output_modes as input_output_modes
+from ._data import teacher_student as teacher_student
+from ._data import whitened_regression as whitened_regression
+from ._flow import OBSERVABLES as OBSERVABLES
+from ._flow import FlowSolution as FlowSolution
+from ._flow import GradientFlow as GradientFlow
+from ._flow import TrainingEvent as TrainingEvent
+from ._flow import all_correct as all_correct
+from ._flow import default_times as default_times
+from ._flow import gradient_norm_below as gradient_norm_below
+from ._flow import loss_below as loss_below
+from ._flow import margins_at_least as margins_at_least
+from ._flow import outputs_at as outputs_at
+from ._flow import solve_flow as solve_flow
+from ._losses import cross_entropy as cross_entropy
+from ._losses import hinge as hinge
+from ._losses import logistic as logistic
+from ._losses import quadratic_hinge as quadratic_hinge
+from ._losses import smooth_hinge as smooth_hinge
+from ._losses import squared_error as squared_error
+from ._models import MLP as MLP
+from ._models import AbstractModel as AbstractModel
+from ._models import DeepLinear as DeepLinear
+from ._models import LinearizedModel as LinearizedModel
+from ._models import TwoLayer as TwoLayer
+from ._plotting import plot_overlay as plot_overlay
+from ._theory import AbstractReducedODE as AbstractReducedODE
+from ._theory import AbstractTheory as AbstractTheory
+from ._theory import DeepLinearModes as DeepLinearModes
+from ._theory import LinearizedMSE as LinearizedMSE
+from ._theory import compare as compare
+from ._theory import empirical_ntk as empirical_ntk
+from ._theory import relative_error as relative_error
+
+__version__ = "0.1.0"

@@ -1,0 +1,12 @@
+from .events import TrainingEvent as TrainingEvent
+from .events import all_correct as all_correct
+from .events import gradient_norm_below as gradient_norm_below
+from .events import loss_below as loss_below
+from .events import margins_at_least as margins_at_least
+from .observables import OBSERVABLES as OBSERVABLES
+from .observables import outputs_at as outputs_at
+from .problem import GradientFlow as GradientFlow
+from .solve import FlowSolution as FlowSolution
+from .solve import default_times as default_times
+from .solve import integrate as integrate
+from .solve import solve_flow as solve_flow

@@ -1,0 +1,85 @@
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PyTree
+
+from .._custom_types import Params
+from .._data.base import AbstractDataset
+from .._models.base import AbstractModel
+from .._validate import message
+
+
+class GradientFlow(eqx.Module):
+    """The gradient-flow ODE of a learning problem: dθ/dt = −κ · r ⊙ ∇_θ L(θ).
+
+    L(θ) = `data.mean_loss(model_θ, loss)` (the mean of the per-example `loss` over the data, or
+    its population expectation), κ = `time_scale` (a user loss κ·L runs the flow of L κ times
+    faster; theories rescale their clock by κ), and r = `rates`, an optional pytree with the
+    structure of the trainable parameters giving each its own rate (e.g. separate layer learning
+    rates), 1 by default. θ are the model's trainable arrays (`model.trainable()`), split from
+    the frozen rest with `eqx.partition`. Time is dimensionless: gradient descent with step η
+    after k steps is compared with the flow at t = k·η (κ = r = 1).
+    """
+
+    params0: Params
+    static: AbstractModel
+    loss: Callable = eqx.field(static=True)
+    data: AbstractDataset
+    time_scale: Float[Array, ""]
+    rates: PyTree | None
+
+    def __init__(
+        self,
+        model: AbstractModel,
+        loss: Callable,
+        data: AbstractDataset,
+        *,
+        time_scale: float | Float[Array, ""] = 1.0,
+        rates: PyTree | None = None,
+    ):
+        if not isinstance(model, AbstractModel):
+            raise TypeError(message("model", "be a gflow AbstractModel (an eqx.Module on one example)", type(model).__name__))
+        if not callable(loss):
+            raise TypeError(message("loss", "be a callable `loss(prediction, target) -> scalar`", type(loss).__name__))
+        if not isinstance(data, AbstractDataset):
+            raise TypeError(message("data", "be a gflow Dataset or population dataset", type(data).__name__))
+        self.params0, self.static = eqx.partition(model, model.trainable())
+        if not jax.tree_util.tree_leaves(self.params0):
+            raise ValueError(message("model", "have at least one trainable array", "none (every layer frozen)"))
+        self.loss = loss
+        self.data = data
+        self.time_scale = jnp.asarray(time_scale, dtype=jax.tree_util.tree_leaves(self.params0)[0].dtype)
+        if rates is not None:
+            try:
+                jax.tree_util.tree_map(lambda p, r: None, self.params0, rates)
+            except ValueError as e:
+                raise ValueError(
+                    message("rates", "have the structure of the trainable parameters", str(e)[:200])
+                ) from None
+        self.rates = rates
+
+    def model(self, params: Params) -> AbstractModel:
+        """The full model with trainable arrays `params`."""
+        return eqx.combine(params, self.static)
+
+    @property
+    def model0(self) -> AbstractModel:
+        return self.model(self.params0)
+
+    def loss_value(self, params: Params) -> Float[Array, ""]:
+        """L(θ), the unscaled mean loss."""
+        return self.data.mean_loss(self.model(params), self.loss)
+
+    def gradient(self, params: Params) -> Params:
+        """∇_θ L(θ)."""
+        return jax.grad(self.loss_value)(params)
+
+    def vector_field(self, t: Any, params: Params, args: Any = None) -> Params:
+        """dθ/dt = −κ · r ⊙ ∇L(θ) (diffrax signature)."""
+        grad = self.gradient(params)
+        if self.rates is not None:
+            grad = jax.tree_util.tree_map(lambda g, r: r * g, grad, self.rates)
+        return jax.tree_util.tree_map(lambda g: -self.time_scale * g, grad)

@@ -1,0 +1,261 @@
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optimistix as optx
+from jaxtyping import Array, Bool, Float, Int, PyTree
+
+from .._custom_types import Observables, Params, Times
+from .._validate import check_finite, check_increasing_times, is_concrete, message
+from .events import TrainingEvent
+from .observables import resolve_observables
+from .problem import GradientFlow
+
+MAX_STEPS_MESSAGE = (
+    "The gradient-flow solve stopped before `t1`: the maximum number of solver steps "
+    "(`max_steps`) was reached. Fixes: raise `max_steps`; loosen `rtol`/`atol`; or, if the flow "
+    "is stiff near a minimum (step size ~ 2/λ_max of the Hessian), pass an implicit solver such as "
+    "`diffrax.Kvaerno5()`. Use `throw=False` to keep the partial trajectory."
+)
+FAILED_MESSAGE = (
+    "The gradient-flow solve failed (non-finite values or a rejected step below the minimum). "
+    "Check the initial parameters and data for NaN/inf, or tighten `rtol`/`atol`. Use "
+    "`throw=False` to keep the partial trajectory."
+)
+
+
+class FlowSolution(eqx.Module):
+    """The result of `solve_flow` (or of a reduced theory ODE).
+
+    - `ts` (T,): the save times, in the flow's clock.
+    - `observables`: {name: array with leading time axis (T, …)}. Entries after an event or a
+      failed step are `inf` (diffrax's convention); `t_final` says where the solve stopped.
+    - `params_final`: the state at `t_final` (restart from it with `solve_flow(..., start=sol)`).
+    - `stats`: num_steps, num_accepted_steps, num_rejected_steps, rhs_evaluations.
+    - `result`: the diffrax `RESULTS` code (successful, event_occurred, max_steps_reached, …).
+    - `event_time`: the exact time a training event fired, `inf` if none did; `event_mask`
+      says which event (same order as given).
+    """
+
+    ts: Times
+    observables: Observables
+    params_final: Params
+    t_final: Float[Array, ""]
+    stats: dict[str, Int[Array, ""]]
+    result: diffrax.RESULTS
+    event_time: Float[Array, ""]
+    event_mask: tuple[Bool[Array, ""], ...] | None
+
+    @property
+    def succeeded(self) -> Bool[Array, ""]:
+        """True if the solve reached t1 or stopped at an event."""
+        return diffrax.is_okay(self.result)
+
+
+def default_times(t0, t1, num_times: int = 121, decades: float = 6.0) -> Times:
+    """Log-spaced save grid: {t0} ∪ logspace(t1·10^-decades, t1) from t0 = 0, else geometric
+    from t0 to t1 (plateaus span decades of time)."""
+    t0 = jnp.asarray(t0, dtype=float)
+    t1 = jnp.asarray(t1, dtype=float)
+    log_t1 = jnp.log10(t1)
+    from_zero = jnp.concatenate([jnp.zeros(1), jnp.logspace(log_t1 - decades, log_t1, num_times - 1)])
+    from_t0 = jnp.geomspace(jnp.where(t0 > 0, t0, 1.0), jnp.where(t0 > 0, t1, 2.0), num_times)
+    if is_concrete(t0):
+        return from_zero if float(t0) == 0.0 else from_t0.at[0].set(t0).at[-1].set(t1)
+    return jnp.where(t0 > 0, from_t0.at[0].set(t0).at[-1].set(t1), from_zero)
+
+
+def _rhs_per_step(solver) -> float:
+    """Vector-field evaluations per step for explicit Runge–Kutta solvers (FSAL counted once)."""
+    tableau = getattr(solver, "tableau", None)
+    if tableau is None or not hasattr(tableau, "c"):
+        return math.nan
+    stages = len(tableau.c) + 1
+    return float(stages - 1 if getattr(tableau, "fsal", False) else stages)
+
+
+def default_tolerances(y0) -> tuple[float, float]:
+    """rtol, atol: (1e-8, 1e-10) in float64, (1e-5, 1e-7) in float32."""
+    leaves = [x for x in jax.tree_util.tree_leaves(y0) if eqx.is_inexact_array(x)]
+    if leaves and all(x.dtype == jnp.float64 for x in leaves):
+        return 1e-8, 1e-10
+    return 1e-5, 1e-7
+
+
+def integrate(
+    vector_field: Callable,
+    y0: PyTree,
+    args: Any,
+    t0,
+    t1,
+    *,
+    ts: Times | None,
+    save: Callable,
+    num_times: int = 121,
+    solver: diffrax.AbstractSolver | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int = 100_000,
+    jump_ts: Sequence[float] | Array | None = None,
+    event: diffrax.Event | None = None,
+    throw: bool = True,
+    progress: bool = False,
+    dt0: float | None = None,
+) -> FlowSolution:
+    """The one place gflow calls `diffrax.diffeqsolve`: saves `save(t, y, args)` on `ts` and the
+    state at the final time; solve failures follow `throw` (see `solve_flow`)."""
+    if is_concrete(t0) and is_concrete(t1):
+        if not float(t1) > float(t0):
+            raise ValueError(message("t1", f"be > t0 = {float(t0)}", float(t1)))
+    else:
+        t1 = eqx.error_if(t1, ~(t1 > t0), message("t1", "be > t0", "a value that is not"))
+    ts = default_times(t0, t1, num_times) if ts is None else check_increasing_times("ts", ts, t0, t1)
+    if rtol is None or atol is None:
+        d_rtol, d_atol = default_tolerances(y0)
+        rtol = d_rtol if rtol is None else rtol
+        atol = d_atol if atol is None else atol
+    solver = diffrax.Tsit5() if solver is None else solver
+    controller = diffrax.PIDController(rtol=rtol, atol=atol)
+    if jump_ts is not None:
+        controller = diffrax.ClipStepSizeController(controller, jump_ts=jnp.asarray(jump_ts))
+    saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=save), diffrax.SubSaveAt(t1=True)])
+    meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(vector_field),
+        solver,
+        t0,
+        t1,
+        dt0,
+        y0,
+        args,
+        saveat=saveat,
+        stepsize_controller=controller,
+        event=event,
+        max_steps=max_steps,
+        throw=False,
+        progress_meter=meter,
+    )
+    saved, y_final = sol.ys
+    t_final = sol.ts[1][0]
+    y_final = jax.tree_util.tree_map(lambda y: y[0], y_final)
+    result = sol.result
+    if throw:
+        max_steps_hit = result == diffrax.RESULTS.max_steps_reached
+        saved = eqx.error_if(saved, max_steps_hit, MAX_STEPS_MESSAGE)
+        saved = eqx.error_if(saved, ~diffrax.is_okay(result) & ~max_steps_hit, FAILED_MESSAGE)
+    stats = {
+        "num_steps": sol.stats["num_steps"],
+        "num_accepted_steps": sol.stats["num_accepted_steps"],
+        "num_rejected_steps": sol.stats["num_rejected_steps"],
+        "rhs_evaluations": sol.stats["num_steps"] * _rhs_per_step(solver) + 1,
+    }
+    if sol.event_mask is None:
+        event_mask, event_time = None, jnp.asarray(jnp.inf, dtype=t_final.dtype)
+    else:
+        event_mask = tuple(jax.tree_util.tree_leaves(sol.event_mask))
+        fired = jnp.any(jnp.stack(event_mask))
+        event_time = jnp.where(fired, t_final, jnp.inf)
+    return FlowSolution(
+        ts=sol.ts[0] if sol.ts[0] is not None else ts,
+        observables=saved,
+        params_final=y_final,
+        t_final=t_final,
+        stats=stats,
+        result=result,
+        event_time=event_time,
+        event_mask=event_mask,
+    )
+
+
+def _make_event(events, flow, rtol, atol) -> diffrax.Event | None:
+    if events is None:
+        return None
+    if isinstance(events, TrainingEvent):
+        events = (events,)
+    events = tuple(events)
+    for i, ev in enumerate(events):
+        if not isinstance(ev, TrainingEvent):
+            raise TypeError(message(f"event[{i}]", "be a TrainingEvent (e.g. gflow.loss_below(1e-3))", type(ev).__name__))
+    conds = [
+        (lambda ev: lambda t, y, args, **kw: ev.cond(t, y, args))(ev) for ev in events
+    ]
+    directions = [ev.direction == "up" for ev in events]
+    return diffrax.Event(conds, root_finder=optx.Newton(rtol=rtol, atol=atol), direction=directions)
+
+
+def solve_flow(
+    flow: GradientFlow,
+    t1: float | Float[Array, ""],
+    *,
+    start: FlowSolution | None = None,
+    ts: Times | None = None,
+    num_times: int = 121,
+    observables: Sequence[str | Callable] | dict[str, str | Callable] = ("loss",),
+    solver: diffrax.AbstractSolver | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    event: TrainingEvent | Sequence[TrainingEvent] | None = None,
+    max_steps: int = 100_000,
+    jump_ts: Sequence[float] | Array | None = None,
+    throw: bool = True,
+    progress: bool = False,
+    save_params: bool = False,
+    dt0: float | None = None,
+) -> FlowSolution:
+    """Integrate the gradient flow dθ/dt = −κ∇L(θ) from t0 to `t1` with diffrax.
+
+    Time is the flow's clock (gradient descent with step η after k steps ↔ t = k·η). From
+    `flow.params0` at t0 = 0, or from `start` (a previous `FlowSolution`: continue its
+    trajectory from its `t_final`). Saves `observables` (names from `gflow.OBSERVABLES` or
+    {name: fn(t, params, flow)}) on `ts` (default: `num_times` points, {0} ∪ log grid over the
+    6 decades below t1), never the θ history unless `save_params=True`.
+    Defaults: Tsit5 with a PID controller; rtol/atol 1e-8/1e-10 in float64, 1e-5/1e-7 in float32.
+    `jump_ts`: times where the vector field is discontinuous (hinge kinks, ReLU deaths).
+    `event`: training event(s) that stop the solve at their exact time (`event_time`).
+    `throw=True`: a failed solve (max_steps, non-finite values) raises with the fix; with
+    `throw=False` the `result` code says what happened and everything saved so far is kept.
+    Works under `jax.jit` and `jax.vmap` (over inits, data, time scales).
+    """
+    if not isinstance(flow, GradientFlow):
+        raise TypeError(message("flow", "be a gflow.GradientFlow", type(flow).__name__))
+    if start is not None:
+        if not isinstance(start, FlowSolution):
+            raise TypeError(message("start", "be a FlowSolution from a previous solve", type(start).__name__))
+        t0, params0 = start.t_final, start.params_final
+    else:
+        t0, params0 = 0.0, flow.params0
+    params0 = check_finite("initial parameters", params0)
+    obs = resolve_observables(observables)
+    if save_params:
+        obs = {**obs, "params": lambda t, params, flow: params}
+
+    def save(t, params, flow):
+        return {name: fn(t, params, flow) for name, fn in obs.items()}
+
+    if rtol is None or atol is None:
+        d_rtol, d_atol = default_tolerances(params0)
+        rtol = d_rtol if rtol is None else rtol
+        atol = d_atol if atol is None else atol
+    return integrate(
+        flow.vector_field,
+        params0,
+        flow,
+        t0,
+        t1,
+        ts=ts,
+        save=save,
+        num_times=num_times,
+        solver=solver,
+        rtol=rtol,
+        atol=atol,
+        max_steps=max_steps,
+        jump_ts=jump_ts,
+        event=_make_event(event, flow, rtol, atol),
+        throw=throw,
+        progress=progress,
+        dt0=dt0,
+    )

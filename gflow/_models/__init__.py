@@ -1,0 +1,6 @@
+from .base import ACTIVATIONS as ACTIVATIONS
+from .base import AbstractModel as AbstractModel
+from .linear import DeepLinear as DeepLinear
+from .linearized import LinearizedModel as LinearizedModel
+from .mlp import MLP as MLP
+from .two_layer import TwoLayer as TwoLayer

@@ -1,0 +1,96 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .._custom_types import Observables, Times
+from .._data.base import Dataset
+from .._losses import squared_error
+from .._validate import check_float_array, message, regime_error
+from .base import AbstractTheory
+
+
+def empirical_ntk(model, x1: Float[Array, "n1 d"], x2: Float[Array, "n2 d"]) -> Float[Array, "n1k n2k"]:
+    """Θ(x1, x2) = J(x1) J(x2)ᵀ over the model's trainable arrays, flattened (sample, output)."""
+    params, static = eqx.partition(model, model.trainable())
+
+    def outputs(p, x):
+        return jax.vmap(eqx.combine(p, static))(x).reshape(-1)
+
+    j1 = jax.jacrev(outputs)(params, x1)
+    j2 = j1 if x2 is x1 else jax.jacrev(outputs)(params, x2)
+    leaves1 = jax.tree_util.tree_leaves(j1)
+    leaves2 = jax.tree_util.tree_leaves(j2)
+    return sum(a.reshape(a.shape[0], -1) @ b.reshape(b.shape[0], -1).T for a, b in zip(leaves1, leaves2))
+
+
+class LinearizedMSE(AbstractTheory):
+    """Exact gradient flow of the linearised (NTK / lazy) model under MSE (classic.md §B).
+
+    ??? cite "References"
+        Jacot, Gabriel & Hongler, "Neural Tangent Kernel", NeurIPS 2018 (arXiv:1806.07572);
+        Lee et al., "Wide Neural Networks of Any Depth Evolve as Linear Models Under Gradient
+        Descent", NeurIPS 2019 (arXiv:1902.06720).
+
+    Loss L = (1/2n)‖f(X) − Y‖² (½ mean over samples, sum over outputs), flow dθ/dt = −κ∇L.
+    With Θ = Q diag(λ) Qᵀ the empirical NTK at θ0 (nk × nk, flattened (sample, output)) and
+    r0 = Qᵀ(Y − f0(X)):  f_t(X) = Y − Q(e^{−λκt/n} r0),  f_t(X*) = f0(X*) + Θ* Q(φ r0) with
+    φ = −expm1(−λκt/n)/λ (→ κt/n as λ → 0), and L_t = (1/2n) Σ e^{−2λκt/n} r0².
+    No inverse of Θ is needed. Observables: `outputs` (T, n, k), `test_outputs` (T, n*, k),
+    `loss` (T,). A finite network in NTK scaling tracks this to O(1/width) (§B.2).
+    """
+
+    targets: Float[Array, "n k"]
+    eigenvalues: Float[Array, " nk"]
+    eigenvectors: Float[Array, "nk nk"]
+    residual0: Float[Array, " nk"]
+    test_outputs0: Float[Array, "m k"]
+    test_kernel_q: Float[Array, "mk nk"]
+    time_scale: Float[Array, ""]
+
+    @classmethod
+    def from_flow(cls, flow, x_test: Float[Array, "m d"] | None = None) -> "LinearizedMSE":
+        """Seed from the network at t = 0: empirical NTK on the training (and test) inputs."""
+        name = "LinearizedMSE"
+        if flow.loss is not squared_error:
+            raise regime_error(name, "the squared_error loss", f"got {getattr(flow.loss, '__name__', flow.loss)}")
+        if not isinstance(flow.data, Dataset):
+            raise regime_error(name, "a finite Dataset", f"got {type(flow.data).__name__}")
+        if flow.rates is not None:
+            raise regime_error(name, "equal parameter rates", "got `rates`")
+        model, data = flow.model0, flow.data
+        x_test = data.x[:0] if x_test is None else check_float_array("x_test", x_test, ndim=2)
+        if x_test.shape[-1] != data.d:
+            raise ValueError(message("x_test", f"have d = {data.d} columns", x_test.shape))
+        n, k = data.y.shape
+        theta = empirical_ntk(model, data.x, data.x)
+        theta = 0.5 * (theta + theta.T)
+        lam, Q = jnp.linalg.eigh(theta)
+        lam = jnp.maximum(lam, 0.0)
+        f0 = jax.vmap(model)(data.x)
+        r0 = Q.T @ (data.y - f0).reshape(-1)
+        test0 = jax.vmap(model)(x_test)
+        test_kernel = empirical_ntk(model, x_test, data.x) if x_test.shape[0] else jnp.zeros((0, n * k))
+        return cls(
+            targets=data.y,
+            eigenvalues=lam,
+            eigenvectors=Q,
+            residual0=r0,
+            test_outputs0=test0,
+            test_kernel_q=test_kernel @ Q,
+            time_scale=flow.time_scale,
+        )
+
+    def evaluate(self, ts: Times) -> Observables:
+        n, k = self.targets.shape
+        lam = self.eigenvalues
+        t = jnp.asarray(ts, dtype=lam.dtype)[:, None] * self.time_scale / n
+        decay = jnp.exp(-lam * t)
+        tiny = lam <= 1e-14 * jnp.max(lam)
+        phi = jnp.where(tiny, t, -jnp.expm1(-lam * t) / jnp.where(tiny, 1.0, lam))
+        train = self.targets - ((decay * self.residual0) @ self.eigenvectors.T).reshape(-1, n, k)
+        test = self.test_outputs0 + ((phi * self.residual0) @ self.test_kernel_q.T).reshape(
+            -1, *self.test_outputs0.shape
+        )
+        loss = jnp.sum(decay**2 * self.residual0**2, axis=-1) / (2 * n)
+        return {"outputs": train, "test_outputs": test, "loss": loss}
