@@ -88,9 +88,10 @@ class LinearizedMSE(AbstractTheory):
         decay = jnp.exp(-lam * t)
         tiny = lam <= 1e-14 * jnp.max(lam)
         phi = jnp.where(tiny, t, -jnp.expm1(-lam * t) / jnp.where(tiny, 1.0, lam))
-        train = self.targets - ((decay * self.residual0) @ self.eigenvectors.T).reshape(-1, n, k)
+        T = t.shape[0]
+        train = self.targets - ((decay * self.residual0) @ self.eigenvectors.T).reshape(T, n, k)
         test = self.test_outputs0 + ((phi * self.residual0) @ self.test_kernel_q.T).reshape(
-            -1, *self.test_outputs0.shape
+            T, *self.test_outputs0.shape
         )
         loss = jnp.sum(decay**2 * self.residual0**2, axis=-1) / (2 * n)
         return {"outputs": train, "test_outputs": test, "loss": loss}

@@ -1,0 +1,89 @@
+"""Shared tiny problems, tolerances and checks for the test-suite."""
+
+import json
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+import gflow as gf
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: Solver tolerances for every theory-vs-simulation check (float64).
+SOLVER_RTOL = 1e-10
+SOLVER_ATOL = 1e-12
+
+#: Saxe grid (classic.md §A.7): t = 0 ∪ logspace(-4, 2, 121), 6 decades.
+SAXE_TIMES = jnp.concatenate([jnp.zeros(1), jnp.logspace(-4, 2, 121)])
+
+
+def tree_allclose(x, y, *, rtol=1e-5, atol=1e-8) -> bool:
+    """True when two pytrees have the same structure and allclose leaves."""
+    if jax.tree_util.tree_structure(x) != jax.tree_util.tree_structure(y):
+        return False
+    return all(
+        np.allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol, equal_nan=True)
+        for a, b in zip(jax.tree_util.tree_leaves(x), jax.tree_util.tree_leaves(y))
+    )
+
+
+def saxe_balanced_problem(key=jr.PRNGKey(0), u0=(1e-3, 1e-3, 0.3)):
+    """classic.md A1: 6 → 4 → 3, P = 24, s = (3, 1.2, 0), whitened, balanced aligned init."""
+    data = gf.whitened_regression([3.0, 1.2, 0.0], 6, 3, 24, noise=0.3, key=key)
+    a = jnp.sqrt(jnp.asarray(u0))
+    model = gf.DeepLinear.aligned(data.modes.V, data.modes.U, jnp.stack([a, a]), [4], key=jr.PRNGKey(1))
+    return gf.GradientFlow(model, gf.squared_error, data)
+
+
+def saxe_unbalanced_problem(key=jr.PRNGKey(0)):
+    """classic.md A2: 6 → 5 → 4, Sxx ≠ I, unbalanced aligned init."""
+    data = gf.whitened_regression(
+        [2.0, 1.0, 0.5, 0.8], 6, 4, 30, input_variances=[1.5, 0.7, 1.1, 1.3, 1.0, 1.0], key=key
+    )
+    a0 = jnp.array([0.3, 0.05, 0.5, 0.02])
+    b0 = jnp.array([0.01, -0.2, -0.02, 0.4])
+    model = gf.DeepLinear.aligned(data.modes.V, data.modes.U, jnp.stack([a0, b0]), [5], key=jr.PRNGKey(1))
+    return gf.GradientFlow(model, gf.squared_error, data)
+
+
+def saxe_deep_problem(key=jr.PRNGKey(0)):
+    """classic.md A3: D = 3, 5 → 4 → 4 → 3, Sxx ≠ I, balanced aligned init."""
+    data = gf.whitened_regression([2.0, 0.8], 5, 3, 20, input_variances=[1.3, 0.6, 1.0, 1.0, 1.0], key=key)
+    a = jnp.array([1e-3, 1e-2]) ** (1 / 3)
+    model = gf.DeepLinear.aligned(data.modes.V, data.modes.U, jnp.stack([a, a, a]), [4, 4], key=jr.PRNGKey(1))
+    return gf.GradientFlow(model, gf.squared_error, data)
+
+
+def ntk_problem(width: int, key=jr.PRNGKey(0), scaling="ntk", n=8, d=3):
+    """classic.md §B: tanh net, d = 3, n = 8, NTK scaling."""
+    kx, ky, km = jr.split(key, 3)
+    x = jr.normal(kx, (n, d))
+    y = jnp.sin(x @ jnp.array([1.0, -0.5, 0.3]))[:, None]
+    model = gf.TwoLayer(d, width, "tanh", scaling=scaling, key=km)
+    return gf.GradientFlow(model, gf.squared_error, gf.Dataset(x, y))
+
+
+def run_notebook(path, **env) -> dict:
+    """Execute a notebook's code cells in-process with GFLOW_SMALL=1; returns its namespace."""
+    nb = json.loads(Path(path).read_text())
+    namespace: dict = {"__name__": "__notebook__"}
+    old = {k: os.environ.get(k) for k in ("GFLOW_SMALL", *env)}
+    os.environ["GFLOW_SMALL"] = "1"
+    os.environ.update(env)
+    try:
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "code":
+                src = "".join(cell["source"])
+                src = "\n".join(l for l in src.splitlines() if not l.lstrip().startswith(("%", "!")))
+                exec(compile(src, str(path), "exec"), namespace)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return namespace
