@@ -11,7 +11,7 @@ from .base import Dataset, InputOutputModes
 
 def _orthogonal(key, n: int) -> Float[Array, "n n"]:
     q, r = jnp.linalg.qr(jr.normal(key, (n, n)))
-    return q * jnp.sign(jnp.diag(r))
+    return q * jnp.sign(jnp.diag(r))[None, :]
 
 
 def whitened_regression(

@@ -85,13 +85,15 @@ class LinearizedMSE(AbstractTheory):
         n, k = self.targets.shape
         lam = self.eigenvalues
         t = jnp.asarray(ts, dtype=lam.dtype)[:, None] * self.time_scale / n
+        lam = lam[None, :]
+        r0 = self.residual0[None, :]
         decay = jnp.exp(-lam * t)
         tiny = lam <= 1e-14 * jnp.max(lam)
         phi = jnp.where(tiny, t, -jnp.expm1(-lam * t) / jnp.where(tiny, 1.0, lam))
         T = t.shape[0]
-        train = self.targets - ((decay * self.residual0) @ self.eigenvectors.T).reshape(T, n, k)
-        test = self.test_outputs0 + ((phi * self.residual0) @ self.test_kernel_q.T).reshape(
+        train = self.targets - ((decay * r0) @ self.eigenvectors.T).reshape(T, n, k)
+        test = self.test_outputs0 + ((phi * r0) @ self.test_kernel_q.T).reshape(
             T, *self.test_outputs0.shape
         )
-        loss = jnp.sum(decay**2 * self.residual0**2, axis=-1) / (2 * n)
+        loss = jnp.sum(decay**2 * r0**2, axis=-1) / (2 * n)
         return {"outputs": train, "test_outputs": test, "loss": loss}

@@ -52,11 +52,15 @@ def _hyp_integral(v, gap, s, depth):
     k = jnp.arange(_SERIES_TERMS, dtype=v.dtype)
     p = 2.0 / depth
     zs = jnp.minimum(z, 0.5)
+    k = k.reshape((1,) * zs.ndim + k.shape)
     series = v**2 / (2.0 * s) * jnp.sum(zs[..., None] ** k * p / (p + k), axis=-1)
     root = s ** (1.0 / depth)
     angles = 2.0 * jnp.pi * jnp.arange(1, depth, dtype=v.dtype) / depth
-    rho = root * jnp.exp(1j * angles)
-    others = jnp.sum(rho**2 * jnp.log(1.0 - v[..., None] / rho), axis=-1).real
+    cdtype = jnp.complex128 if v.dtype == jnp.float64 else jnp.complex64
+    rho = root.astype(cdtype) * jnp.exp(jax.lax.complex(jnp.zeros_like(angles), angles))
+    vc = v.astype(cdtype)[..., None]
+    rho = rho.reshape((1,) * v.ndim + rho.shape)
+    others = jnp.sum(rho**2 * jnp.log(1.0 - vc / rho), axis=-1).real
     first = root**2 * jnp.log(gap / root)
     fractions = -(first + others) / (depth * s)
     return jnp.where(z <= 0.5, series, fractions)
@@ -181,7 +185,7 @@ class DeepLinearModes(AbstractTheory):
         U, s, V, lam = modes.U, modes.s, modes.V, modes.lam
         checks = []
         # Input condition: each v_α an eigenvector of Sxx.
-        resid = data.input_covariance() @ V - V * lam
+        resid = data.input_covariance() @ V - V * lam[None, :]
         checks.append((jnp.max(jnp.abs(resid)) / jnp.max(jnp.abs(lam)),
                        "each input mode v_α to be an eigenvector of Sxx (whitened inputs, or Sxx "
                        "commuting with SyxᵀSyx)", "the input covariance mixes the modes",
@@ -217,10 +221,10 @@ class DeepLinearModes(AbstractTheory):
                 misfits.append(jnp.max(jnp.abs(w - P @ R.T)) / scale)
                 if l == depth - 1:
                     a = jnp.diagonal(U.T @ P)
-                    misfits.append(jnp.max(jnp.abs(P - U * a)) / scale)
+                    misfits.append(jnp.max(jnp.abs(P - U * a[None, :])) / scale)
                 else:
                     a = jnp.linalg.norm(P, axis=0)
-                    R = P / jnp.where(a > 0, a, 1.0)
+                    R = P / jnp.where(a > 0, a, 1.0)[None, :]
                     misfits.append(jnp.max(jnp.abs(R.T @ R - jnp.eye(R.shape[1]))))
                 strengths.append(a)
             strengths = jnp.stack(strengths)
@@ -253,15 +257,17 @@ class DeepLinearModes(AbstractTheory):
         ts = jnp.asarray(ts, dtype=self.singular_values.dtype)[:, None] * self.time_scale
         s, lam = self.singular_values, self.input_variances
         if self.depth == 2:
-            u_tilde = _two_layer_strength(s, lam * self.initial_strengths, lam * self.imbalance, ts)
+            u_tilde = _two_layer_strength(
+                s[None, :], (lam * self.initial_strengths)[None, :], (lam * self.imbalance)[None, :], ts
+            )
         else:
-            t_tilde = lam ** (2.0 / self.depth - 1.0) * ts
+            t_tilde = lam[None, :] ** (2.0 / self.depth - 1.0) * ts
             u_tilde = jax.vmap(
                 lambda si, ui, ti: _deep_balanced_strength(si, ui, ti, self.depth),
                 in_axes=(0, 0, 1),
                 out_axes=1,
             )(s, lam * self.initial_strengths, t_tilde)
-        return u_tilde / lam
+        return u_tilde / lam[None, :]
 
     def evaluate(self, ts: Times) -> Observables:
         u = self.mode_strengths(ts)
