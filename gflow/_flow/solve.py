@@ -63,6 +63,7 @@ def default_times(t0, t1, num_times: int = 121, decades: float = 6.0) -> Times:
     t1 = jnp.asarray(t1, dtype=float)
     log_t1 = jnp.log10(t1)
     from_zero = jnp.concatenate([jnp.zeros(1), jnp.logspace(log_t1 - decades, log_t1, num_times - 1)])
+    from_zero = from_zero.at[-1].set(t1)  # 10**log10(t1) can round above t1
     from_t0 = jnp.geomspace(jnp.where(t0 > 0, t0, 1.0), jnp.where(t0 > 0, t1, 2.0), num_times)
     if is_concrete(t0):
         return from_zero if float(t0) == 0.0 else from_t0.at[0].set(t0).at[-1].set(t1)
@@ -112,7 +113,9 @@ def integrate(
         if not float(t1) > float(t0):
             raise ValueError(message("t1", f"be > t0 = {float(t0)}", float(t1)))
     else:
-        t1 = eqx.error_if(t1, ~(t1 > t0), message("t1", "be > t0", "a value that is not"))
+        bad = ~(t1 > t0)
+        t1 = eqx.error_if(t1, bad, message("t1", "be > t0", "a value that is not"))
+        t1 = jnp.where(bad, t0 + 1.0, t1)  # keep diffrax's own checks from pre-empting ours
     ts = default_times(t0, t1, num_times) if ts is None else check_increasing_times("ts", ts, t0, t1)
     if rtol is None or atol is None:
         d_rtol, d_atol = default_tolerances(y0)
