@@ -7,21 +7,21 @@ mean over examples (see `GradientFlow`), so the flow is dθ/dt = −∇ (1/n) Σ
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 
-def squared_error(prediction: Float[Array, " k"], target: Float[Array, " k"]) -> Float[Array, ""]:
+def squared_error(prediction: Float[ArrayLike, " k"], target: Float[ArrayLike, " k"]) -> Float[Array, ""]:
     """ℓ = ½‖f − y‖², summed over outputs (the convention of every gflow MSE theory)."""
     return 0.5 * jnp.sum((prediction - target) ** 2)
 
 
-def logistic(prediction: Float[Array, " k"], target: Float[Array, " k"]) -> Float[Array, ""]:
+def logistic(prediction: Float[ArrayLike, " k"], target: Float[ArrayLike, " k"]) -> Float[Array, ""]:
     """Binary cross-entropy on ±1 labels: ℓ = log(1 + e^{−y f}), computed stably (softplus)."""
     return jnp.sum(jax.nn.softplus(-target * prediction))
 
 
 def hinge(
-    prediction: Float[Array, " k"], target: Float[Array, " k"], margin: float = 1.0
+    prediction: Float[ArrayLike, " k"], target: Float[ArrayLike, " k"], margin: float = 1.0
 ) -> Float[Array, ""]:
     """The linear hinge ℓ = max(0, h − y f) with margin h (default 1), on ±1 labels.
 
@@ -32,15 +32,15 @@ def hinge(
 
 
 def quadratic_hinge(
-    prediction: Float[Array, " k"], target: Float[Array, " k"], margin: float = 1.0
+    prediction: Float[ArrayLike, " k"], target: Float[ArrayLike, " k"], margin: float = 1.0
 ) -> Float[Array, ""]:
     """ℓ = ½ max(0, h − y f)², on ±1 labels (C¹, so adaptive solvers need no kink handling)."""
     return 0.5 * jnp.sum(jax.nn.relu(margin - target * prediction) ** 2)
 
 
 def smooth_hinge(
-    prediction: Float[Array, " k"],
-    target: Float[Array, " k"],
+    prediction: Float[ArrayLike, " k"],
+    target: Float[ArrayLike, " k"],
     margin: float = 1.0,
     sharpness: float = 50.0,
 ) -> Float[Array, ""]:
@@ -52,7 +52,7 @@ def smooth_hinge(
 
 
 def cross_entropy(
-    prediction: Float[Array, " k"], target: Float[Array, " k"]
+    prediction: Float[ArrayLike, " k"], target: Float[ArrayLike, " k"]
 ) -> Float[Array, ""]:
     """Softmax cross-entropy with a one-hot (or probability) target: −Σ_c y_c log softmax(f)_c."""
     return -jnp.sum(target * jax.nn.log_softmax(prediction))

@@ -91,8 +91,8 @@ class LinearizedMSE(AbstractTheory):
         tiny = lam <= 1e-14 * jnp.max(lam)
         phi = jnp.where(tiny, t, -jnp.expm1(-lam * t) / jnp.where(tiny, 1.0, lam))
         T = t.shape[0]
-        train = self.targets - ((decay * r0) @ self.eigenvectors.T).reshape(T, n, k)
-        test = self.test_outputs0 + ((phi * r0) @ self.test_kernel_q.T).reshape(
+        train = self.targets[None] - ((decay * r0) @ self.eigenvectors.T).reshape(T, n, k)
+        test = self.test_outputs0[None] + ((phi * r0) @ self.test_kernel_q.T).reshape(
             T, *self.test_outputs0.shape
         )
         loss = jnp.sum(decay**2 * r0**2, axis=-1) / (2 * n)

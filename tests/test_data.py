@@ -1,0 +1,73 @@
+import re
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+import gflow as gf
+
+
+def test_dataset_shapes_and_promotion():
+    x = jnp.ones((5, 3))
+    data = gf.Dataset(x, jnp.ones(5))
+    assert data.y.shape == (5, 1) and data.n == 5 and data.d == 3
+
+
+@pytest.mark.parametrize(
+    "x, y, error, msg",
+    [
+        (np.ones((5, 3)), np.ones((4, 1)), ValueError, "`y` must have one row per row of `x` (n = 5)"),
+        (np.ones((5, 3), dtype=np.int32), np.ones((5, 1)), TypeError, "`x` must be a real floating-point array; got dtype int32"),
+        (np.ones((5, 3), dtype=complex), np.ones((5, 1)), TypeError, "`x` must be a real floating-point array; got complex dtype"),
+        (np.ones(5), np.ones((5, 1)), ValueError, "`x` must have 2 dimension(s); got shape (5,)"),
+        (np.full((5, 3), np.nan), np.ones((5, 1)), ValueError, "`x` must contain only finite values; got NaN or inf"),
+        (np.ones((5, 3)), np.full((5, 1), np.inf), ValueError, "`y` must contain only finite values; got NaN or inf"),
+    ],
+)
+def test_dataset_bad_input(x, y, error, msg):
+    with pytest.raises(error, match=re.escape(msg)):
+        gf.Dataset(x, y)
+
+
+def test_dataset_nan_under_vmap():
+    x = jnp.ones((2, 5, 3))
+    make = jax.vmap(lambda x: gf.Dataset(x, jnp.ones((5, 1))).x)
+    assert make(x).shape == (2, 5, 3)
+    with pytest.raises(Exception, match=re.escape("`x` must contain only finite values")):
+        make(x.at[1, 0, 0].set(jnp.nan))
+
+
+def test_whitened_regression_exact_moments():
+    lam = jnp.array([1.5, 0.7, 1.1, 1.3, 1.0, 1.0])
+    data = gf.whitened_regression([2.0, 1.0, 0.5], 6, 4, 30, input_variances=lam, noise=0.2, key=jr.PRNGKey(0))
+    U, s, V = data.modes.U, data.modes.s, data.modes.V
+    assert jnp.allclose(data.input_output_covariance(), U @ jnp.diag(s) @ V.T, atol=1e-13)
+    assert jnp.allclose(data.input_covariance() @ V, V * lam[None, :3], atol=1e-13)
+    assert jnp.allclose(U.T @ U, jnp.eye(3), atol=1e-14) and jnp.allclose(V.T @ V, jnp.eye(3), atol=1e-14)
+    with pytest.raises(ValueError, match=re.escape("`n` must be ≥ d_in = 6")):
+        gf.whitened_regression([1.0], 6, 2, 4, key=jr.PRNGKey(0))
+    with pytest.raises(ValueError, match="`singular_values` must have at most min"):
+        gf.whitened_regression([1.0, 1.0, 1.0], 6, 2, 10, key=jr.PRNGKey(0))
+
+
+def test_input_output_modes_from_svd():
+    data = gf.whitened_regression([3.0, 1.0], 4, 3, 12, key=jr.PRNGKey(1))
+    plain = gf.Dataset(data.x, data.y)  # modes not recorded: computed from the SVD
+    modes = gf.input_output_modes(plain)
+    assert jnp.allclose(modes.s[:2], jnp.array([3.0, 1.0]), rtol=1e-12)
+    assert jnp.allclose(modes.lam[:2], 1.0, rtol=1e-12)
+
+
+def test_teacher_student():
+    teacher = gf.TwoLayer(5, 4, "relu", key=jr.PRNGKey(0))
+    data = gf.teacher_student(5, 20, teacher, key=jr.PRNGKey(1), labels="sign")
+    assert data.x.shape == (20, 5) and set(np.unique(np.asarray(data.y))) <= {-1.0, 1.0}
+    reg = gf.teacher_student(5, 20, teacher, key=jr.PRNGKey(1))
+    assert jnp.allclose(reg.y, jax.vmap(teacher)(reg.x))
+    with pytest.raises(ValueError, match="`labels` must be 'regression' or 'sign'"):
+        gf.teacher_student(5, 20, teacher, key=jr.PRNGKey(1), labels="softmax")
+    # vmap over data seeds
+    xs = jax.vmap(lambda k: gf.teacher_student(5, 20, teacher, key=k).x)(jr.split(jr.PRNGKey(2), 3))
+    assert xs.shape == (3, 20, 5)
