@@ -108,10 +108,13 @@ class DeepLinearModes(AbstractTheory):
 
     Network W = W_D⋯W_1 (D = `depth` weight matrices), loss ½‖f − y‖² averaged over samples,
     flow dθ/dt = −κ∇L (κ = `time_scale`; Saxe's τ = 1/κ). With Syx = U diag(s) Vᵀ, Sxx v_α =
-    λ_α v_α and an aligned init, each mode strength u_α = u_αᵀ W v_α obeys
-    du/dt = κ (Π_{l} a_l)(…) — exactly: D = 2, any balance c_α = a_α² − b_α² (classic.md A.3/A.4);
-    D ≥ 3 balanced, via the exact t(u) relation (A.5, needs 0 < λu0 < s). Observables
-    `mode_strengths` (T, r) and `loss` (T,) (A.6). Fields are arrays, so it jits and vmaps.
+    λ_α v_α and an aligned init, the per-layer strengths obey
+    da_{l,α}/dt = κ Π_{j≠l} a_{j,α} (s_α − λ_α u_α), with u_α = Π_l a_{l,α} = u_αᵀ W v_α. Solved
+    exactly for D = 2 with any balance c_α = a_α² − b_α² (classic.md A.3/A.4:
+    du/dt = √(c² + 4u²)(s − λu)), and for D ≥ 3 balanced (du/dt = D u^{2−2/D}(s − λu)) through
+    the exact t(u) relation with ₂F₁ (A.5; needs 0 < λu0 < s). Observables `mode_strengths`
+    (T, r) and `loss` (T,) (A.6); time in the flow's clock. Fields are arrays: a theory jits
+    and vmaps.
     """
 
     singular_values: Float[Array, " r"]
