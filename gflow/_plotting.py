@@ -1,5 +1,6 @@
 """Theory-vs-simulation overlays (matplotlib is imported lazily)."""
 
+import os
 from collections.abc import Sequence
 
 import jax.numpy as jnp
@@ -24,7 +25,7 @@ def plot_overlay(
     solution,
     names: Sequence[str] | None = None,
     *,
-    path: str | None = None,
+    path: str | os.PathLike | None = None,
     title: str | None = None,
     dense: int = 400,
 ):

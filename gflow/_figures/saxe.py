@@ -35,7 +35,7 @@ def ntk_solution(width: int = 512, t1: float = 50.0):
     kx, km = jr.split(jr.PRNGKey(3))
     x = jr.normal(kx, (8, 3))
     y = jnp.sin(x @ jnp.array([1.0, -0.5, 0.3]))[:, None]
-    x_test = jnp.linspace(-2.0, 2.0, 5)[:, None] * jnp.array([1.0, -0.5, 0.3])
+    x_test = jnp.linspace(-2.0, 2.0, 5)[:, None] * jnp.array([[1.0, -0.5, 0.3]])
     flow = gf.GradientFlow(gf.TwoLayer(3, width, "tanh", scaling="ntk", key=km), gf.squared_error, gf.Dataset(x, y))
     sol = gf.solve_flow(flow, t1, observables={"loss": "loss", "outputs": "outputs",
                                                  "test_outputs": gf.outputs_at(x_test)},

@@ -1,0 +1,42 @@
+"""The demo, the reproduce CLI and the plotting entry points."""
+
+import pytest
+from helpers import saxe_balanced_problem
+
+import gflow as gf
+from gflow.__main__ import main as cli
+
+
+def test_demo_small(tmp_path, capsys):
+    from gflow._demo import main
+
+    results = main(tmp_path, small=True)
+    out = capsys.readouterr().out
+    assert (tmp_path / "demo_saxe.png").stat().st_size > 10_000
+    assert "max relative error" in out and str(tmp_path / "demo_saxe.png") in out
+    assert results["saxe_mode_strengths"] < 1e-6 and results["saxe_loss"] < 1e-6
+
+
+def test_reproduce_cli(tmp_path, capsys):
+    cli(["reproduce", "--list"])
+    assert "saxe-modes" in capsys.readouterr().out
+    cli(["reproduce", "saxe-modes", "--out", str(tmp_path), "--small"])
+    assert (tmp_path / "saxe-modes.png").exists()
+    with pytest.raises(ValueError, match="`NAME` must be 'all', a paper prefix or one of"):
+        cli(["reproduce", "no-such-figure", "--out", str(tmp_path)])
+
+
+def test_plot_overlay(tmp_path):
+    flow = saxe_balanced_problem()
+    sol = gf.solve_flow(flow, 50.0, num_times=30, observables=["loss", "mode_strengths"])
+    fig = gf.plot_overlay(gf.DeepLinearModes.from_flow(flow), sol, path=tmp_path / "o.png")
+    assert len(fig.axes) == 2 and (tmp_path / "o.png").exists()
+
+
+def test_public_api():
+    from gflow import DeepLinear, DeepLinearModes, GradientFlow, LinearizedMSE, compare, solve_flow  # noqa: F401
+
+    for fn in (gf.solve_flow, gf.compare, gf.whitened_regression, gf.plot_overlay):
+        assert fn.__doc__ and fn.__annotations__, fn
+    for cls in (gf.GradientFlow, gf.DeepLinearModes, gf.LinearizedMSE, gf.TwoLayer, gf.DeepLinear):
+        assert "time" in cls.__doc__ or "shape" in cls.__doc__ or "(" in cls.__doc__
