@@ -1,0 +1,428 @@
+"""Sweeps: many gradient flows (initialisations × a hyperparameter grid) in one compiled call.
+
+Every member is `solve_flow(make_flow(key, hyperparameters), t1, throw=False)`; members are
+batched with `jax.vmap`, split across local devices with `jax.shard_map` (a per-device vmap), run
+in fixed-size chunks (one compile for the whole sweep) and, with `out=`, written chunk by chunk to
+a resumable Zarr store (see `gflow._store`). Across hosts (after `jax.distributed.initialize`)
+each process runs its own chunks and writes them to the shared store; no communication is needed.
+"""
+
+import hashlib
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ._flow import GradientFlow, default_times, solve_flow
+from ._flow.observables import resolve_observables
+from ._store import MemoryStore, ZarrStore, read_manifest
+from ._validate import check_increasing_times, message
+
+#: Result codes beyond diffrax's own `RESULTS` values (which are ≥ 0).
+NONFINITE_INIT = -1
+NONFINITE_LOSS = -2
+NOT_RUN = -100
+_R = diffrax.RESULTS
+_OK_CODES = (int(_R.successful._value), int(_R.event_occurred._value))
+_REASONS = {
+    NONFINITE_INIT: "non-finite initial parameters",
+    NONFINITE_LOSS: "non-finite loss at the final time",
+    NOT_RUN: "not run yet",
+    int(_R.max_steps_reached._value): "max_steps reached",
+    int(_R.dt_min_reached._value): "dt_min reached",
+    int(_R.nonfinite._value): "non-finite values in the solve",
+}
+SUMMARIES = ("final_loss", "t_final", "num_steps", "num_rejected_steps", "result",
+             "time_to_loss_below", "plateau_exit_time", "time_to_all_correct")
+
+
+def reason(code: int) -> str:
+    """Why a member failed, from its stored `result` code."""
+    return _REASONS.get(int(code), f"diffrax result code {int(code)}")
+
+
+class SweepWarning(UserWarning):
+    """Some members of a sweep failed; the rest were kept."""
+
+
+class SweepError(RuntimeError):
+    """Some members of a sweep failed and `on_failure="raise"` was asked for (results are kept)."""
+
+
+def parse_grid(grid: Mapping | None) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """`grid` -> [(dim, {parameter: 1-D values})]: the sweep's grid axes, in order.
+
+    A `name: 1-D values` entry is its own axis (cartesian product with the others); a
+    `dim: {name: values, …}` entry is one axis along which several parameters vary together
+    (their arrays must have equal lengths).
+    """
+    if grid is None:
+        return []
+    if not isinstance(grid, Mapping):
+        raise TypeError(message("grid", "be a dict {name: 1-D values} (or {dim: {name: values}})", type(grid).__name__))
+    axes, seen = [], set()
+    for dim, entry in grid.items():
+        params = entry if isinstance(entry, Mapping) else {dim: entry}
+        if not params:
+            raise ValueError(message(f"grid[{dim!r}]", "hold at least one parameter", "an empty table"))
+        values = {}
+        for name, v in params.items():
+            where = f"grid[{dim!r}]" if name == dim else f"grid[{dim!r}][{name!r}]"
+            if not isinstance(name, str) or name in seen:
+                raise ValueError(message(where, "name each parameter once", repr(name)))
+            seen.add(name)
+            arr = np.asarray(v)
+            if arr.ndim != 1 or arr.shape[0] == 0 or not (np.issubdtype(arr.dtype, np.number) and not np.issubdtype(arr.dtype, np.complexfloating)):
+                raise ValueError(message(where, "be a non-empty 1-D array of real numbers", f"{arr.dtype} array of shape {arr.shape}"))
+            values[name] = arr.astype(float)
+        lengths = {name: a.shape[0] for name, a in values.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(message(f"grid[{dim!r}]", "hold arrays of equal length (they vary together along one axis)", lengths))
+        axes.append((dim, values))
+    return axes
+
+
+def _member_keys(members, seed: int) -> tuple[np.ndarray, bool]:
+    """Raw uint32 key data (M, …) and whether the keys were typed (new-style) keys."""
+    if isinstance(members, bool) or not (isinstance(members, int) or hasattr(members, "shape")):
+        raise TypeError(message("members", "be a member count (int) or an array of PRNG keys", type(members).__name__))
+    if isinstance(members, int):
+        if members < 1:
+            raise ValueError(message("members", "be ≥ 1", members))
+        return np.asarray(jr.split(jr.PRNGKey(seed), members)), False
+    if jnp.issubdtype(members.dtype, jax.dtypes.prng_key):
+        if members.ndim != 1:
+            raise ValueError(message("members", "be a 1-D array of typed PRNG keys", f"shape {members.shape}"))
+        return np.asarray(jr.key_data(members)), True
+    if members.ndim != 2 or members.dtype != np.uint32:
+        raise ValueError(message("members", "be an array of keys from jax.random.split, shape (M, 2) uint32",
+                                 f"{members.dtype} array of shape {members.shape}"))
+    return np.asarray(members), False
+
+
+def _first_crossing(ts, values, level, interpolate=True):
+    """First time `values` (T,) is ≤ `level`, linearly interpolated on the save grid; inf if never."""
+    below = jnp.isfinite(values) & (values <= level)
+    i = jnp.argmax(below)
+    hit = jnp.any(below)
+    j = jnp.maximum(i - 1, 0)
+    v0, v1 = values[j], values[i]
+    frac = jnp.where(v0 > v1, (v0 - level) / jnp.where(v0 > v1, v0 - v1, 1.0), 1.0)
+    t = ts[j] + jnp.clip(frac, 0.0, 1.0) * (ts[i] - ts[j]) if interpolate else ts[i]
+    t = jnp.where(i == 0, ts[0], t)
+    return jnp.where(hit, t, jnp.inf)
+
+
+def _member_solver(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, typed_keys):
+    obs = resolve_observables(observables)
+    if "loss" not in obs:
+        obs = {"loss": "loss", **obs}
+    clash = set(obs) & set(SUMMARIES)
+    if clash:
+        raise ValueError(message("observables", f"use names other than the summaries {SUMMARIES}", sorted(clash)))
+
+    def solve_one(key_data, hyper):
+        key = jr.wrap_key_data(key_data) if typed_keys else key_data
+        flow = make_flow(key, hyper)
+        if not isinstance(flow, GradientFlow):
+            raise TypeError(message("make_flow(key, hyperparameters)", "return a gflow.GradientFlow", type(flow).__name__))
+        leaves = jax.tree_util.tree_leaves(flow.params0)
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+        # A non-finite init is recorded as this member's failure instead of stopping the batch.
+        clean = jax.tree_util.tree_map(lambda x: jnp.where(finite, x, jnp.zeros_like(x)), flow.params0)
+        flow = eqx.tree_at(lambda f: f.params0, flow, clean)
+        sol = solve_flow(flow, t1, ts=ts, observables=obs, throw=False, **solve_kwargs)
+        final_loss = flow.loss_value(sol.params_final)
+        code = jnp.where(finite, sol.result._value, NONFINITE_INIT)
+        code = jnp.where((code == 0) & ~jnp.isfinite(final_loss), NONFINITE_LOSS, code)
+        loss = sol.observables["loss"]
+        half = 0.5 * (loss[0] + final_loss)  # plateau exit: half of the total decrease made
+        out = {name: sol.observables[name] for name in obs}
+        out.update(
+            final_loss=jnp.where(finite, final_loss, jnp.nan),
+            t_final=sol.t_final,
+            num_steps=sol.stats["num_steps"],
+            num_rejected_steps=sol.stats["num_rejected_steps"],
+            result=code.astype(jnp.int32),
+            time_to_loss_below=_first_crossing(sol.ts, loss, loss_threshold),
+            plateau_exit_time=jnp.where(loss[0] > final_loss, _first_crossing(sol.ts, loss, half), jnp.inf),
+        )
+        if "classification_error" in obs:
+            err = sol.observables["classification_error"]
+            out["time_to_all_correct"] = _first_crossing(sol.ts, err, 0.0, interpolate=False)
+        return out
+
+    return solve_one
+
+
+def _describe(fn) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
+def config_hash(spec: Mapping) -> str:
+    """A short SHA-256 of a JSON-able sweep description (keys sorted)."""
+    text = json.dumps(spec, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _versions() -> dict[str, str]:
+    from . import __version__
+
+    precision = jax.config.jax_default_matmul_precision
+    return {
+        "gflow_version": __version__,
+        "jax_version": jax.__version__,
+        "diffrax_version": diffrax.__version__ if hasattr(diffrax, "__version__") else "?",
+        "dtype": str(jnp.zeros(()).dtype) if jax.config.jax_enable_x64 else "float32",
+        "matmul_precision": "default" if precision is None else str(precision),
+    }
+
+
+def sweep(
+    make_flow: Callable[[PRNGKeyArray, dict[str, Float[Array, ""]]], GradientFlow],
+    members: int | PRNGKeyArray,
+    t1: float,
+    *,
+    grid: Mapping | None = None,
+    seed: int = 0,
+    ts: Float[Array, " times"] | None = None,
+    num_times: int = 61,
+    observables: Sequence[str | Callable] | dict[str, str | Callable] = ("loss",),
+    loss_threshold: float = 1e-3,
+    solver: diffrax.AbstractSolver | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int = 16_384,
+    chunk_size: int | None = None,
+    memory_budget: float = 2.0**30,
+    out: str | os.PathLike | None = None,
+    config: Mapping | None = None,
+    on_failure: str = "warn",
+    progress: bool = True,
+    devices: Sequence | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+):
+    """Solve the gradient flow for `members` initialisations at every point of `grid`.
+
+    - `make_flow(key, hyper) -> GradientFlow`: builds one member from its PRNG key and a dict of
+      scalar hyperparameters {name: value} (one entry per grid parameter); it is traced once
+      (under vmap), so it must use `hyper` with jnp operations (e.g. `init_scale`, `time_scale`),
+      and every member must have the same parameter shapes.
+    - `members`: a count M (keys `jax.random.split(PRNGKey(seed), M)`, the same keys at every grid
+      point) or an array of keys.
+    - `grid`: {name: 1-D values} (cartesian product of the axes) or {dim: {name: values, …}}
+      (parameters varying together along one axis, equal lengths).
+    - Saves `observables` (and always `loss`) on `ts` (default: `num_times` points, {0} ∪ a log
+      grid over the 6 decades below `t1`), in the flow's clock, plus per-member summaries:
+      final_loss (L at `t_final`), t_final, num_steps, num_rejected_steps, result (diffrax code;
+      -1 non-finite init, -2 non-finite final loss), time_to_loss_below (first time L ≤
+      `loss_threshold`), plateau_exit_time (first time L has made half its total decrease),
+      time_to_all_correct (if `classification_error` is observed) — event times are read off the
+      save grid (linear interpolation), so their accuracy is the grid's; inf if never reached.
+    - Runs `chunk_size` members per compiled call (default: as many as `memory_budget` bytes
+      allow, by an estimate of the solver state and saved outputs), split over `devices`
+      (default: the local devices) with shard_map. One compile for the whole sweep.
+    - `out`: a directory; results go to a Zarr store there chunk by chunk, keyed by a hash of the
+      sweep's description (plus `config`, a JSON-able dict the caller adds to it); rerunning
+      resumes, a store of another sweep raises `SweepStoreError`.
+    - Failed members (max_steps, non-finite values) are kept with their `result` code; at the end
+      `on_failure` = "warn" (a `SweepWarning` naming them), "raise" (`SweepError`) or "ignore".
+    - Multi-host: after `jax.distributed.initialize`, process p runs chunks p, p + P, … (P
+      processes) on its local devices and writes them to the shared `out`.
+    Returns the labelled `xarray.Dataset` (see `load_sweep`); with several processes, the chunks
+    finished so far (`allow_partial=True`).
+    """
+    if not callable(make_flow):
+        raise TypeError(message("make_flow", "be a callable (key, hyperparameters) -> GradientFlow", type(make_flow).__name__))
+    if on_failure not in ("warn", "raise", "ignore"):
+        raise ValueError(message("on_failure", "be 'warn', 'raise' or 'ignore'", repr(on_failure)))
+    axes = parse_grid(grid)
+    key_data, typed = _member_keys(members, seed)
+    n_members = key_data.shape[0]
+    grid_shape = tuple(next(iter(v.values())).shape[0] for _, v in axes)
+    n_points = math.prod(grid_shape)
+    n_runs = n_points * n_members
+    t1 = float(t1)
+    ts = default_times(0.0, t1, num_times) if ts is None else check_increasing_times("ts", ts, 0.0, t1)
+    solve_kwargs = dict(solver=solver, rtol=rtol, atol=atol, max_steps=max_steps)
+    dtype = jnp.zeros(()).dtype
+
+    # Per-run hyperparameters, grid-major with members fastest: run r = point·M + member.
+    hyper_points = {}
+    if axes:
+        mesh_idx = np.meshgrid(*[np.arange(s) for s in grid_shape], indexing="ij")
+        for (dim, values), idx in zip(axes, mesh_idx):
+            for name, v in values.items():
+                hyper_points[name] = v[idx.ravel()]
+    hyper_runs = {name: np.repeat(v, n_members).astype(dtype) for name, v in hyper_points.items()}
+    run_member = np.tile(np.arange(n_members), n_points)
+
+    solve_one = _member_solver(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, typed)
+    example = jax.eval_shape(solve_one, key_data[0], {k: v[0] for k, v in hyper_runs.items()})
+    example_flow = jax.eval_shape(lambda k, h: make_flow(jr.wrap_key_data(k) if typed else k, h),
+                                  key_data[0], {k: v[0] for k, v in hyper_runs.items()})
+
+    devices = list(jax.local_devices() if devices is None else devices)
+    n_dev = len(devices)
+    if chunk_size is None:
+        out_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(example))
+        state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(example_flow))
+        # Heuristic: saved outputs twice (device + host) plus ~64 copies of the flow's arrays
+        # (solver stages, controller state, vector-field intermediates).
+        per_member = 2 * out_bytes + 64 * state_bytes
+        chunk_size = max(1, int(memory_budget // per_member))
+        chunk_size = min(chunk_size, -(-n_runs // n_dev) * n_dev)
+        chunk_size = max(n_dev, chunk_size // n_dev * n_dev)
+    elif not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(message("chunk_size", "be a positive integer", repr(chunk_size)))
+
+    variables = {}
+    for name, leaf in example.items():
+        if not hasattr(leaf, "shape"):
+            raise TypeError(message(f"observables[{name!r}]", "return one array per time", type(leaf).__name__))
+        dims = [f"{name}_dim{i}" for i in range(leaf.ndim)]
+        if name not in SUMMARIES:
+            dims[0] = "time"
+        variables[name] = {"dims": dims, "shape": list(leaf.shape), "dtype": str(leaf.dtype)}
+    description = {
+        "make_flow": _describe(make_flow),
+        "config": dict(config) if config is not None else None,
+        "members": n_members,
+        "keys_sha256": hashlib.sha256(key_data.tobytes()).hexdigest(),
+        "grid": [[dim, {k: v.tolist() for k, v in values.items()}] for dim, values in axes],
+        "t1": t1,
+        "ts": np.asarray(ts).tolist(),
+        "observables": sorted(n for n in variables if n not in SUMMARIES),
+        "observable_functions": {k: _describe(v) for k, v in resolve_observables(observables).items()},
+        "loss_threshold": loss_threshold,
+        "solver": type(solver).__name__ if solver is not None else "Tsit5",
+        "rtol": rtol, "atol": atol, "max_steps": max_steps,
+        "dtype": str(dtype),
+    }
+    digest = config_hash(description)
+    attrs = {**_versions(), "config_hash": digest, "config": json.dumps(description, sort_keys=True)}
+    coords = {"time": np.asarray(ts)}
+    coord_dims = {"time": "time"}
+    spec = {
+        "format": "gflow-sweep/1", "config_hash": digest, "config": description, "n_runs": n_runs,
+        "chunk_size": chunk_size, "n_members": n_members, "grid_dims": [dim for dim, _ in axes],
+        "grid_shape": list(grid_shape), "variables": variables, "coords": {k: v.tolist() for k, v in coords.items()},
+        "coord_dims": coord_dims, "attrs": attrs,
+    }
+    store = MemoryStore(spec) if out is None else ZarrStore(out, spec)
+    chunk_size = store.chunk_size  # a resumed store keeps its own chunking
+    if chunk_size % n_dev:
+        raise ValueError(message("chunk_size", f"be a multiple of the number of devices ({n_dev})", chunk_size))
+    n_chunks = -(-n_runs // chunk_size)
+    p_index = jax.process_index() if process_index is None else process_index
+    p_count = jax.process_count() if process_count is None else process_count
+    mine = [c for c in range(n_chunks) if c % p_count == p_index]
+    todo = [c for c in mine if not store.is_done(c)]
+
+    if todo:
+        batched = jax.vmap(solve_one)
+        if n_dev > 1:
+            mesh = jax.sharding.Mesh(np.asarray(devices), ("sweep",))
+            spec_p = jax.sharding.PartitionSpec("sweep")
+            batched = jax.shard_map(batched, mesh=mesh, in_specs=(spec_p, spec_p), out_specs=spec_p, check_vma=False)
+            sharding = jax.sharding.NamedSharding(mesh, spec_p)
+            place = lambda x: jax.device_put(x, sharding)
+        else:
+            place = lambda x: jax.device_put(x, devices[0])
+        compiled = jax.jit(batched)
+        from tqdm.auto import tqdm
+
+        done_before = sum(min(chunk_size, n_runs - c * chunk_size) for c in mine if c not in todo)
+        total = sum(min(chunk_size, n_runs - c * chunk_size) for c in mine)
+        with tqdm(total=total, initial=done_before, unit="member", desc="sweep", disable=not progress,
+                  dynamic_ncols=True, smoothing=0.1) as bar:
+            for c in todo:
+                start = c * chunk_size
+                stop = min(start + chunk_size, n_runs)
+                idx = np.minimum(np.arange(start, start + chunk_size), n_runs - 1)  # pad the last chunk
+                keys_c = place(key_data[run_member[idx]])
+                hyper_c = {k: place(v[idx]) for k, v in hyper_runs.items()}
+                result = compiled(keys_c, hyper_c)
+                data = {k: np.asarray(v)[: stop - start] for k, v in result.items()}
+                store.write_chunk(c, data)
+                bar.update(stop - start)
+
+    # The failure summary covers this process's chunks (resumed ones included).
+    codes = store.read("result")
+    runs = np.concatenate([np.arange(c * chunk_size, min((c + 1) * chunk_size, n_runs)) for c in mine]) if mine else np.zeros(0, int)
+    failed = [int(r) for r in runs if int(codes[r]) not in _OK_CODES]
+    if failed and on_failure != "ignore":
+        lines = []
+        for r in failed[:20]:
+            point, member = divmod(r, n_members)
+            where = {name: float(v[point]) for name, v in hyper_points.items()}
+            lines.append(f"run {r} (member {member}{''.join(f', {k}={v:g}' for k, v in where.items())}): {reason(codes[r])}")
+        more = f"; … and {len(failed) - 20} more" if len(failed) > 20 else ""
+        text = (f"{len(failed)} of {len(runs)} sweep members failed (kept with their `result` code; the "
+                f"others finished): " + "; ".join(lines) + more)
+        if on_failure == "raise":
+            raise SweepError(text)
+        warnings.warn(text, SweepWarning, stacklevel=2)
+    partial = p_count > 1
+    if out is None:
+        return _labelled(spec, store.arrays, allow_partial=partial)
+    return load_sweep(out, allow_partial=partial)
+
+
+def _labelled(spec: Mapping, arrays: Mapping[str, np.ndarray], *, allow_partial: bool):
+    """The flat run-major arrays as an xarray Dataset with dims (*grid, member, …)."""
+    import xarray as xr
+
+    grid_dims = list(spec["grid_dims"])
+    grid_shape = tuple(spec["grid_shape"])
+    n_members = int(spec["n_members"])
+    results = np.asarray(arrays["result"])
+    if not allow_partial and np.any(results == NOT_RUN):
+        missing = int(np.sum(results == NOT_RUN))
+        raise ValueError(message("sweep store", "be complete", f"{missing} runs not done yet",
+                                 "Rerun the same sweep command to finish it, or pass allow_partial=True."))
+    data_vars = {}
+    for name, var in spec["variables"].items():
+        a = np.asarray(arrays[name]).reshape(*grid_shape, n_members, *var["shape"])
+        data_vars[name] = ([*grid_dims, "member", *var["dims"]], a)
+    data_vars["succeeded"] = ([*grid_dims, "member"], np.isin(results, _OK_CODES).reshape(*grid_shape, n_members))
+    coords = {"time": np.asarray(spec["coords"]["time"]), "member": np.arange(n_members)}
+    for dim, values in spec["config"]["grid"]:
+        for name, v in values.items():
+            coords[name] = (dim, np.asarray(v))
+    attrs = dict(spec["attrs"])
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def load_sweep(path: str | os.PathLike, *, allow_partial: bool = False):
+    """The sweep stored at `path` as an `xarray.Dataset`.
+
+    Dims: the grid axes, `member`, `time` (and `<name>_dimK` for observables with extra axes);
+    coordinates: the grid values, `member`, `time`; attrs: the sweep config (JSON), its hash,
+    gflow/jax/diffrax versions, dtype, matmul precision. `succeeded` marks members whose solve
+    reached t1. Unfinished runs raise unless `allow_partial=True` (then they hold NaN/-100).
+    """
+    import zarr
+
+    spec = read_manifest(path)
+    group = zarr.open_group(str(os.path.join(path, "data.zarr")), mode="r")
+    arrays = {name: np.asarray(group[name][...]) for name in spec["variables"]}
+    done = os.listdir(os.path.join(path, "done"))
+    n_chunks = -(-int(spec["n_runs"]) // int(spec["chunk_size"]))
+    for c in range(n_chunks):
+        if f"chunk_{c:06d}" not in done:  # data of an unmarked chunk may be half written
+            sl = slice(c * spec["chunk_size"], (c + 1) * spec["chunk_size"])
+            for name, a in arrays.items():
+                a[sl] = np.nan if np.issubdtype(a.dtype, np.floating) else NOT_RUN
+    return _labelled(spec, arrays, allow_partial=allow_partial)
