@@ -35,6 +35,86 @@ def _bench(args):
     runpy.run_path(str(script), run_name="__main__")
 
 
+def _load(path):
+    from ._config import ConfigError, apply_precision, load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as e:
+        sys.exit(f"gflow: {e}")
+    apply_precision(config)
+    return config
+
+
+def _run(args):
+    """One solve: the first member of the sweep at the first grid point, with a progress bar."""
+    import jax.random as jr
+    import numpy as np
+
+    from ._flow import solve_flow
+    from ._theory import compare
+
+    config = _load(args.config)
+    s, v = config.raw["solve"], config.raw["sweep"]
+    hyper = {}
+    for dim, entry in config.grid().items():
+        for name, values in (entry.items() if isinstance(entry, dict) else [(dim, entry)]):
+            hyper[name] = values[0]
+    flow = config.flow_factory()(jr.split(jr.PRNGKey(v["seed"]), v["members"])[0], hyper)
+    sol = solve_flow(flow, s["t1"], num_times=s["num_times"], observables=tuple(s["observables"]),
+                     rtol=s["rtol"], atol=s["atol"], max_steps=s["max_steps"], progress=not args.no_progress)
+    loss = np.asarray(sol.observables["loss"])
+    print(f"{config.raw['name']}: {', '.join(f'{k}={x:g}' for k, x in hyper.items()) or 'no grid'}")
+    print(f"loss: {loss[0]:.6g} at t=0 -> {loss[-1]:.6g} at t={float(sol.t_final):g} "
+          f"({int(sol.stats['num_steps'])} steps)")
+    theory = config.theory(flow)
+    if theory is not None:
+        for name, err in compare(theory, sol).items():
+            print(f"theory {config.raw['theory']['name']} vs simulation, max rel. error in {name}: {float(err):.3g}")
+
+
+def _sweep(args):
+    import warnings
+
+    from ._store import SweepStoreError
+    from ._sweep import SweepWarning, sweep
+
+    if args.coordinator:
+        import jax
+
+        jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                                   process_id=args.process_id)
+    config = _load(args.config)
+    kwargs = config.sweep_kwargs()
+    if args.chunk_size:
+        kwargs["chunk_size"] = args.chunk_size
+    t1 = config.raw["solve"]["t1"]
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SweepWarning)
+            ds = sweep(config.flow_factory(), config.raw["sweep"]["members"], t1, out=args.out,
+                       progress=not args.no_progress, **kwargs)
+    except SweepStoreError as e:
+        sys.exit(f"gflow sweep: {e}")
+    for w in caught:
+        print(f"gflow sweep: warning: {w.message}", file=sys.stderr)
+    done = int((ds["result"] != -100).sum())
+    print(f"wrote {args.out}: {done} of {ds['result'].size} members done, "
+          f"{int(ds['succeeded'].sum())} succeeded (config hash {ds.attrs['config_hash']})")
+
+
+def _plot(args):
+    from ._store import SweepStoreError
+    from ._sweep import plot_sweep
+
+    try:
+        paths = plot_sweep(args.dir, args.out)
+    except SweepStoreError as e:
+        sys.exit(f"gflow plot: {e}")
+    for path in paths:
+        print(f"wrote {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +134,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run the benchmark suite (benchmarks/run.py)")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("run", help="solve one flow from a TOML config (first member, first grid point)")
+    p.add_argument("config", metavar="CONFIG.toml")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("sweep", help="sweep a TOML config over members x grid into a resumable store")
+    p.add_argument("config", metavar="CONFIG.toml")
+    p.add_argument("--out", required=True, help="store directory (rerun the same command to resume)")
+    p.add_argument("--chunk-size", type=int, default=0, help="members per compiled call (default: config / memory budget)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--coordinator", default=None, help="multi-host: jax.distributed coordinator HOST:PORT")
+    p.add_argument("--num-processes", type=int, default=1, help="multi-host: number of processes")
+    p.add_argument("--process-id", type=int, default=0, help="multi-host: this process's index")
+    p.set_defaults(func=_sweep)
+
+    p = sub.add_parser("plot", help="loss quantile bands and event-time histograms of a sweep store")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--out", default=None, help="directory for the PNGs (default: DIR/plots)")
+    p.set_defaults(func=_plot)
     return parser
 
 

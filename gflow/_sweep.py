@@ -426,3 +426,57 @@ def load_sweep(path: str | os.PathLike, *, allow_partial: bool = False):
             for name, a in arrays.items():
                 a[sl] = np.nan if np.issubdtype(a.dtype, np.floating) else NOT_RUN
     return _labelled(spec, arrays, allow_partial=allow_partial)
+
+
+def plot_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None) -> list:
+    """PNGs of a stored sweep: loss curves (median and 10–90% / 25–75% quantile bands over
+    members, one colour per grid point) and histograms of the event times. Written to `out`
+    (default: `path/plots`); returns their paths."""
+    from pathlib import Path
+
+    from ._plotting import _pyplot
+
+    ds = load_sweep(path, allow_partial=True)
+    out = Path(path) / "plots" if out is None else Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
+    grid_dims = [d for d in ds["loss"].dims if d not in ("member", "time")]
+    loss = ds["loss"].stack(point=grid_dims) if grid_dims else ds["loss"].expand_dims(point=[0])
+    t = ds["time"].values
+    keep = t > 0
+    written = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i in range(loss.sizes["point"]):
+        curves = loss.isel(point=i).transpose("member", "time").values[:, keep]
+        curves = np.where(np.isfinite(curves), curves, np.nan)
+        if not np.any(np.isfinite(curves)):
+            continue
+        q = np.nanquantile(curves, [0.1, 0.25, 0.5, 0.75, 0.9], axis=0)
+        label = ", ".join(f"{d}={v:g}" for d, v in zip(grid_dims, np.atleast_1d(loss["point"].values[i]))) if grid_dims else "all"
+        (line,) = ax.loglog(t[keep], q[2], label=label)
+        ax.fill_between(t[keep], q[0], q[4], color=line.get_color(), alpha=0.15, lw=0)
+        ax.fill_between(t[keep], q[1], q[3], color=line.get_color(), alpha=0.3, lw=0)
+    ax.set_xlabel("time t (flow clock)")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{ds.sizes['member']} members: median, 25–75% and 10–90% bands")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "loss_quantiles.png", dpi=120)
+    plt.close(fig)
+    written.append(out / "loss_quantiles.png")
+    events = [n for n in ("time_to_loss_below", "plateau_exit_time", "time_to_all_correct") if n in ds]
+    fig, axes = plt.subplots(1, len(events), figsize=(4 * len(events), 3.5), squeeze=False)
+    for ax, name in zip(axes[0], events):
+        v = ds[name].values.ravel()
+        finite = v[np.isfinite(v) & (v > 0)]
+        if finite.size:
+            bins = np.geomspace(finite.min(), finite.max() * (1 + 1e-9), 30) if finite.max() > finite.min() else 10
+            ax.hist(finite, bins=bins)
+            ax.set_xscale("log")
+        ax.set_title(f"{name}\n({v.size - finite.size} of {v.size} never / not run)", fontsize=9)
+        ax.set_xlabel("time t")
+    fig.tight_layout()
+    fig.savefig(out / "event_times.png", dpi=120)
+    plt.close(fig)
+    written.append(out / "event_times.png")
+    return written

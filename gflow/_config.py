@@ -1,0 +1,290 @@
+"""TOML run/sweep configs: validated against a schema, built from registries by name.
+
+Never `eval`, `pickle` or import-by-string of user text: every model, loss, dataset, theory and
+activation is looked up in a registry below. A config file looks like `examples/two_layer_sweep.toml`:
+
+    precision = "float64"          # or "float32"
+    loss = "squared_error"         # a name in gflow.losses.LOSSES
+    [model]  name = "two_layer", d = 8, width = 8, activation = "tanh", init_scale = 1.0, …
+    [data]   name = "teacher_student", n = 16, seed = 1, …
+    [solve]  t1 = 10.0, num_times = 61, rtol, atol, max_steps, observables, loss_threshold, time_scale
+    [sweep]  members = 64, seed = 0, chunk_size (optional), memory_budget_mb = 1024
+    [grid]   init_scale = [0.5, 1.0]          # axes of the grid (cartesian product), or
+             [grid.point] init_scale = […], time_scale = […]   # parameters varying together
+    [theory] name = "linearized_mse"          # optional: compared against by `gflow run`
+"""
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.random as jr
+
+from ._data import Dataset, teacher_student, whitened_regression
+from ._flow import GradientFlow
+from ._flow.observables import OBSERVABLES
+from ._losses import LOSSES
+from ._models import MLP, DeepLinear, TwoLayer
+from ._models.base import ACTIVATIONS
+from ._models.two_layer import SCALINGS
+from ._theory import DeepLinearModes, LinearizedMSE
+from ._validate import message
+
+
+class ConfigError(ValueError):
+    """A config file with an unknown name, a missing key or a value of the wrong type."""
+
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its type ("int", "float", "bool", "str", "list[int]", "list[float]",
+    "list[str]"), default (required if absent) and allowed values."""
+
+    type: str
+    default: Any = _REQUIRED
+    choices: tuple | None = None
+
+
+def _type_ok(kind: str, value: Any) -> bool:
+    scalar = {
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "bool": lambda v: isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+    }
+    if kind.startswith("list["):
+        inner = scalar[kind[5:-1]]
+        return isinstance(value, list) and all(inner(v) for v in value)
+    return scalar[kind](value)
+
+
+def _got(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _check_table(where: str, table: Any, schema: Mapping[str, Key], *, skip: tuple = ()) -> dict:
+    """`table` checked against `schema`, defaults filled in; errors name `where.key`."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(message(where, "be a table", _got(table)))
+    unknown = sorted(set(table) - set(schema) - set(skip))
+    if unknown:
+        raise ConfigError(message(f"{where}.{unknown[0]}", f"be one of the known keys {sorted(schema)}", "an unknown key"))
+    out = {}
+    for name, key in schema.items():
+        if name not in table:
+            if key.default is _REQUIRED:
+                raise ConfigError(message(f"{where}.{name}", f"be given (type {key.type})", "nothing"))
+            out[name] = key.default
+            continue
+        value = table[name]
+        if not _type_ok(key.type, value):
+            raise ConfigError(message(f"{where}.{name}", f"have type {key.type}", _got(value)))
+        if key.choices is not None and value not in key.choices:
+            raise ConfigError(message(f"{where}.{name}", f"be one of {key.choices}", repr(value)))
+        out[name] = float(value) if key.type == "float" else value
+    return out
+
+
+def _lookup(where: str, registry: Mapping, name: Any):
+    if not isinstance(name, str):
+        raise ConfigError(message(where, f"be a name (str) from {sorted(registry)}", _got(name)))
+    if name not in registry:
+        raise ConfigError(message(where, f"name a registered entry: one of {sorted(registry)}", repr(name)))
+    return registry[name]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registry entry: the keys it takes and `build(cfg, key, hyper) -> object`."""
+
+    keys: Mapping[str, Key]
+    build: Callable
+
+
+_ACT = tuple(ACTIVATIONS)
+
+MODELS: dict[str, Entry] = {
+    "two_layer": Entry(
+        {"d": Key("int"), "width": Key("int"), "activation": Key("str", "relu", _ACT),
+         "out_dim": Key("int", 1), "scaling": Key("str", "standard", SCALINGS),
+         "alpha": Key("float", 1.0), "init_scale": Key("float", 1.0), "sphere": Key("bool", False),
+         "train_first": Key("bool", True), "train_second": Key("bool", True), "bias": Key("bool", False)},
+        lambda c, key, h: TwoLayer(
+            c["d"], c["width"], c["activation"], out_dim=c["out_dim"], scaling=c["scaling"],
+            alpha=c["alpha"], init_scale=h.get("init_scale", c["init_scale"]), sphere=c["sphere"],
+            train_first=c["train_first"], train_second=c["train_second"], bias=c["bias"], key=key),
+    ),
+    "deep_linear": Entry(
+        {"widths": Key("list[int]"), "init_scale": Key("float", 1.0)},
+        lambda c, key, h: DeepLinear(c["widths"], init_scale=h.get("init_scale", c["init_scale"]), key=key),
+    ),
+    "mlp": Entry(
+        {"widths": Key("list[int]"), "activation": Key("str", "tanh", _ACT), "bias": Key("bool", True),
+         "init_scale": Key("float", 1.0)},
+        lambda c, key, h: MLP(c["widths"], c["activation"], bias=c["bias"],
+                              init_scale=h.get("init_scale", c["init_scale"]), key=key),
+    ),
+}
+
+
+def _teacher_student(c, key, h):
+    k_teacher, k_data = jr.split(key)
+    teacher = TwoLayer(c["d"], c["teacher_width"], c["teacher_activation"], key=k_teacher)
+    return teacher_student(c["d"], c["n"], teacher, key=k_data, noise=c["noise"], labels=c["labels"])
+
+
+DATASETS: dict[str, Entry] = {
+    "teacher_student": Entry(
+        {"d": Key("int"), "n": Key("int"), "seed": Key("int", 0), "teacher_width": Key("int", 4),
+         "teacher_activation": Key("str", "tanh", _ACT), "noise": Key("float", 0.0),
+         "labels": Key("str", "regression", ("regression", "sign"))},
+        _teacher_student,
+    ),
+    "whitened_regression": Entry(
+        {"singular_values": Key("list[float]"), "d_in": Key("int"), "d_out": Key("int"), "n": Key("int"),
+         "noise": Key("float", 0.0), "seed": Key("int", 0)},
+        lambda c, key, h: whitened_regression(
+            [float(s) for s in c["singular_values"]], c["d_in"], c["d_out"], c["n"], noise=c["noise"], key=key),
+    ),
+}
+
+THEORIES: dict[str, Entry] = {
+    "linearized_mse": Entry({}, lambda c, flow, h: LinearizedMSE.from_flow(flow)),
+    "deep_linear_modes": Entry({}, lambda c, flow, h: DeepLinearModes.from_flow(flow)),
+}
+
+#: Grid parameters a config may sweep, and where they go.
+SWEEPABLE = {"init_scale": "model", "time_scale": "flow"}
+
+_TOP = {"name": Key("str", "gflow"), "precision": Key("str", "float64", ("float64", "float32")),
+        "loss": Key("str")}
+_SOLVE = {"t1": Key("float"), "num_times": Key("int", 61), "rtol": Key("float", 1e-8),
+          "atol": Key("float", 1e-10), "max_steps": Key("int", 16_384),
+          "observables": Key("list[str]", ["loss"]), "loss_threshold": Key("float", 1e-3),
+          "time_scale": Key("float", 1.0)}
+_SWEEP = {"members": Key("int", 1), "seed": Key("int", 0), "chunk_size": Key("int", 0),
+          "memory_budget_mb": Key("float", 1024.0)}
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated config (`raw`: the tables with defaults filled in); builds flows and sweeps."""
+
+    raw: dict
+    source: str
+
+    @property
+    def model(self) -> dict:
+        return self.raw["model"]
+
+    def dataset(self) -> Dataset:
+        c = self.raw["data"]
+        return DATASETS[c["name"]].build(c, jr.PRNGKey(c["seed"]), {})
+
+    def flow_factory(self) -> Callable:
+        """`make_flow(key, hyper) -> GradientFlow` for `gflow.sweep` (the data built once)."""
+        data = self.dataset()
+        model_entry = MODELS[self.model["name"]]
+        loss = LOSSES[self.raw["loss"]]
+        time_scale = self.raw["solve"]["time_scale"]
+        model_cfg = self.model
+
+        def make_flow(key, hyper):
+            model = model_entry.build(model_cfg, key, hyper)
+            return GradientFlow(model, loss, data, time_scale=hyper.get("time_scale", time_scale))
+
+        make_flow.__qualname__ = f"config[{self.raw['name']}].make_flow"
+        return make_flow
+
+    def grid(self) -> dict:
+        return self.raw["grid"]
+
+    def theory(self, flow: GradientFlow):
+        if "theory" not in self.raw:
+            return None
+        c = self.raw["theory"]
+        return THEORIES[c["name"]].build(c, flow, {})
+
+    def sweep_kwargs(self) -> dict:
+        """Keyword arguments of `gflow.sweep` (all but `out`, `progress` and the process layout)."""
+        s, v = self.raw["solve"], self.raw["sweep"]
+        return dict(
+            grid=self.grid(), seed=v["seed"], num_times=s["num_times"], observables=tuple(s["observables"]),
+            loss_threshold=s["loss_threshold"], rtol=s["rtol"], atol=s["atol"], max_steps=s["max_steps"],
+            chunk_size=v["chunk_size"] or None, memory_budget=v["memory_budget_mb"] * 2.0**20,
+            config=self.raw,
+        )
+
+
+def _check_grid(grid: Any) -> dict:
+    if not isinstance(grid, Mapping):
+        raise ConfigError(message("grid", "be a table", _got(grid)))
+    out = {}
+    for dim, entry in grid.items():
+        params = entry if isinstance(entry, Mapping) else {dim: entry}
+        lengths = {}
+        for name, values in params.items():
+            where = f"grid.{dim}" if name == dim else f"grid.{dim}.{name}"
+            if name not in SWEEPABLE:
+                raise ConfigError(message(where, f"name a sweepable parameter: one of {sorted(SWEEPABLE)}", repr(name)))
+            if not _type_ok("list[float]", values) or not values:
+                raise ConfigError(message(where, "have type list[float] (non-empty)", _got(values)))
+            lengths[name] = len(values)
+        if len(set(lengths.values())) > 1:
+            raise ConfigError(message(f"grid.{dim}", "hold lists of equal length (they vary together)", lengths))
+        out[dim] = {k: [float(x) for x in v] for k, v in params.items()} if isinstance(entry, Mapping) else [float(x) for x in entry]
+    return out
+
+
+def parse_config(table: Mapping, source: str = "<config>") -> Config:
+    """Validate a parsed TOML table; raises `ConfigError` naming the key, type and value."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(message("config", "be a TOML table", _got(table)))
+    raw = _check_table("config", table, _TOP, skip=("model", "data", "solve", "sweep", "grid", "theory"))
+    _lookup("loss", LOSSES, raw["loss"])
+    for section, registry in (("model", MODELS), ("data", DATASETS)):
+        tab = table.get(section)
+        if not isinstance(tab, Mapping):
+            raise ConfigError(message(section, "be a table with a `name`", _got(tab)))
+        entry = _lookup(f"{section}.name", registry, tab.get("name"))
+        raw[section] = {"name": tab["name"], **_check_table(section, tab, entry.keys, skip=("name",))}
+    raw["solve"] = _check_table("solve", table.get("solve", {}), _SOLVE)
+    for i, name in enumerate(raw["solve"]["observables"]):
+        _lookup(f"solve.observables[{i}]", OBSERVABLES, name)
+    raw["sweep"] = _check_table("sweep", table.get("sweep", {}), _SWEEP)
+    if raw["sweep"]["members"] < 1:
+        raise ConfigError(message("sweep.members", "be ≥ 1", raw["sweep"]["members"]))
+    raw["grid"] = _check_grid(table.get("grid", {}))
+    if "theory" in table:
+        tab = table["theory"]
+        if not isinstance(tab, Mapping):
+            raise ConfigError(message("theory", "be a table with a `name`", _got(tab)))
+        entry = _lookup("theory.name", THEORIES, tab.get("name"))
+        raw["theory"] = {"name": tab["name"], **_check_table("theory", tab, entry.keys, skip=("name",))}
+    return Config(raw, source)
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and validate a TOML config file (see the module docstring for its tables)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(message("CONFIG", "be a readable TOML file", f"{str(path)!r} ({e.strerror})")) from None
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(message(f"CONFIG {path}", "be valid TOML", f"a parse error: {e}")) from None
+    return parse_config(table, str(path))
+
+
+def apply_precision(config: Config) -> None:
+    """Turn on float64 if the config asks for it (before any array is made)."""
+    jax.config.update("jax_enable_x64", config.raw["precision"] == "float64")
