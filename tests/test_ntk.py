@@ -63,7 +63,8 @@ def test_width_rate():
 
     def distance(key, width):
         flow = ntk_problem(width, key=key)
-        sol = gf.solve_flow(flow, T1, num_times=61, observables=["outputs"], rtol=1e-8, atol=1e-10)
+        # rtol 1e-7: solver error ~1e-6 relative, far below the smallest distance measured (~5e-4).
+        sol = gf.solve_flow(flow, T1, num_times=31, observables=["outputs"], rtol=1e-7, atol=1e-9)
         return _distance(gf.LinearizedMSE.from_flow(flow), sol)
 
     keys = jr.split(jr.PRNGKey(11), 3)
@@ -75,12 +76,13 @@ def test_width_rate():
 def test_negative_control_mean_field_has_no_linear_limit():
     """B2-NEG: a mean-field net (f = (1/m) Σ ..., flow sped up by m) keeps learning features: its
     distance to its own linearisation does not shrink with width (slope > −0.2)."""
-    widths = (64, 256)
+    widths = (32, 128)
 
     def distance(key, width):
         flow = ntk_problem(width, key=key, scaling="mean_field")
         flow = gf.GradientFlow(flow.model0, gf.squared_error, flow.data, time_scale=float(width))
-        sol = gf.solve_flow(flow, T1, num_times=61, observables=["outputs"], rtol=1e-8, atol=1e-10)
+        # Distances are ~3e-2: rtol 1e-6 is ample.
+        sol = gf.solve_flow(flow, T1, num_times=31, observables=["outputs"], rtol=1e-6, atol=1e-8)
         return _distance(gf.LinearizedMSE.from_flow(flow), sol)
 
     keys = jr.split(jr.PRNGKey(12), 2)
