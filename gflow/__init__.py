@@ -38,4 +38,19 @@ from ._theory import compare as compare
 from ._theory import empirical_ntk as empirical_ntk
 from ._theory import relative_error as relative_error
 
+# Berthier–Montanari–Zhou 2023: single-index data, reduced particle flow, time scales
+from ._data import HermiteSeries as HermiteSeries
+from ._data import SingleIndex as SingleIndex
+from ._data import alignments as alignments
+from ._data import hermite_coefficients as hermite_coefficients
+from ._data import hermite_functions as hermite_functions
+from ._data import layer_rates as layer_rates
+from ._data import order_parameters as order_parameters
+from ._data import quantile_weights as quantile_weights
+from ._data import second_moment as second_moment
+from ._data import single_index_network as single_index_network
+from ._data import span_coordinates as span_coordinates
+from ._theory import SingleIndexMeanField as SingleIndexMeanField
+from ._theory import fit_time_scale as fit_time_scale
+
 __version__ = "0.1.0"

@@ -4,3 +4,14 @@ from .base import InputOutputModes as InputOutputModes
 from .base import input_output_modes as input_output_modes
 from .generators import teacher_student as teacher_student
 from .generators import whitened_regression as whitened_regression
+from .single_index import HermiteSeries as HermiteSeries
+from .single_index import SingleIndex as SingleIndex
+from .single_index import alignments as alignments
+from .single_index import hermite_coefficients as hermite_coefficients
+from .single_index import hermite_functions as hermite_functions
+from .single_index import layer_rates as layer_rates
+from .single_index import order_parameters as order_parameters
+from .single_index import quantile_weights as quantile_weights
+from .single_index import second_moment as second_moment
+from .single_index import single_index_network as single_index_network
+from .single_index import span_coordinates as span_coordinates

@@ -5,3 +5,5 @@ from .base import relative_error as relative_error
 from .ntk import LinearizedMSE as LinearizedMSE
 from .ntk import empirical_ntk as empirical_ntk
 from .saxe import DeepLinearModes as DeepLinearModes
+from .bmz import SingleIndexMeanField as SingleIndexMeanField
+from .bmz import fit_time_scale as fit_time_scale
