@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,9 @@ class ZarrStore:
                                          dimension_names=(spec["coord_dims"][name],))
                 arr[...] = values
             group.attrs.update(spec["attrs"])
+            with warnings.catch_warnings():  # "consolidated metadata is not in the v3 spec yet"
+                warnings.simplefilter("ignore")
+                zarr.consolidate_metadata(str(tmp / "data.zarr"))
             (tmp / "done").mkdir()
             _atomic_write_text(tmp / MANIFEST, json.dumps(spec, indent=1, sort_keys=True))
             try:

@@ -160,7 +160,7 @@ def _member_solver(make_flow, t1, ts, observables, solve_kwargs, loss_threshold,
         if "classification_error" in obs:
             err = sol.observables["classification_error"]
             out["time_to_all_correct"] = _first_crossing(sol.ts, err, 0.0, interpolate=False)
-        return out
+        return out, flow
 
     return solve_one
 
@@ -190,8 +190,8 @@ def _versions() -> dict[str, str]:
 
 def sweep(
     make_flow: Callable[[PRNGKeyArray, dict[str, Float[Array, ""]]], GradientFlow],
-    members: int | PRNGKeyArray,
-    t1: float,
+    members: int | Array,
+    t1: float | int,
     *,
     grid: Mapping | None = None,
     seed: int = 0,
@@ -204,7 +204,7 @@ def sweep(
     atol: float | None = None,
     max_steps: int = 16_384,
     chunk_size: int | None = None,
-    memory_budget: float = 2.0**30,
+    memory_budget: float | int = 2.0**30,
     out: str | os.PathLike | None = None,
     config: Mapping | None = None,
     on_failure: str = "warn",
@@ -269,13 +269,12 @@ def sweep(
     run_member = np.tile(np.arange(n_members), n_points)
 
     solve_one = _member_solver(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, typed)
-    example = jax.eval_shape(solve_one, key_data[0], {k: v[0] for k, v in hyper_runs.items()})
-    example_flow = jax.eval_shape(lambda k, h: make_flow(jr.wrap_key_data(k) if typed else k, h),
-                                  key_data[0], {k: v[0] for k, v in hyper_runs.items()})
-
+    batched = jax.vmap(lambda k, h: solve_one(k, h)[0])
     devices = list(jax.local_devices() if devices is None else devices)
     n_dev = len(devices)
     if chunk_size is None:
+        # An abstract probe (no compile) sizes the chunk; make_flow is traced once more below.
+        example, example_flow = jax.eval_shape(solve_one, key_data[0], {k: v[0] for k, v in hyper_runs.items()})
         out_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(example))
         state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(example_flow))
         # Heuristic: saved outputs twice (device + host) plus ~64 copies of the flow's arrays
@@ -286,6 +285,24 @@ def sweep(
         chunk_size = max(n_dev, chunk_size // n_dev * n_dev)
     elif not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(message("chunk_size", "be a positive integer", repr(chunk_size)))
+    if out is not None and os.path.isfile(os.path.join(out, "gflow_sweep.json")):
+        chunk_size = int(read_manifest(out)["chunk_size"])  # a resumed store keeps its chunking
+    if chunk_size % n_dev:
+        raise ValueError(message("chunk_size", f"be a multiple of the number of local devices ({n_dev})", chunk_size))
+
+    if n_dev > 1:
+        mesh = jax.sharding.Mesh(np.asarray(devices), ("sweep",))
+        spec_p = jax.sharding.PartitionSpec("sweep")
+        batched = jax.shard_map(batched, mesh=mesh, in_specs=(spec_p, spec_p), out_specs=spec_p, check_vma=False)
+        sharding = jax.sharding.NamedSharding(mesh, spec_p)
+    else:
+        sharding = jax.sharding.SingleDeviceSharding(devices[0])
+    arg_shapes = (
+        jax.ShapeDtypeStruct((chunk_size, *key_data.shape[1:]), key_data.dtype, sharding=sharding),
+        {k: jax.ShapeDtypeStruct((chunk_size,), v.dtype, sharding=sharding) for k, v in hyper_runs.items()},
+    )
+    traced = jax.jit(batched).trace(*arg_shapes)  # the sweep's one trace of make_flow
+    example = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), traced.out_info)
 
     variables = {}
     for name, leaf in example.items():
@@ -321,9 +338,6 @@ def sweep(
         "coord_dims": coord_dims, "attrs": attrs,
     }
     store = MemoryStore(spec) if out is None else ZarrStore(out, spec)
-    chunk_size = store.chunk_size  # a resumed store keeps its own chunking
-    if chunk_size % n_dev:
-        raise ValueError(message("chunk_size", f"be a multiple of the number of devices ({n_dev})", chunk_size))
     n_chunks = -(-n_runs // chunk_size)
     p_index = jax.process_index() if process_index is None else process_index
     p_count = jax.process_count() if process_count is None else process_count
@@ -331,16 +345,8 @@ def sweep(
     todo = [c for c in mine if not store.is_done(c)]
 
     if todo:
-        batched = jax.vmap(solve_one)
-        if n_dev > 1:
-            mesh = jax.sharding.Mesh(np.asarray(devices), ("sweep",))
-            spec_p = jax.sharding.PartitionSpec("sweep")
-            batched = jax.shard_map(batched, mesh=mesh, in_specs=(spec_p, spec_p), out_specs=spec_p, check_vma=False)
-            sharding = jax.sharding.NamedSharding(mesh, spec_p)
-            place = lambda x: jax.device_put(x, sharding)
-        else:
-            place = lambda x: jax.device_put(x, devices[0])
-        compiled = jax.jit(batched)
+        compiled = traced.lower().compile()  # the sweep's one compile
+        place = lambda x: jax.device_put(x, sharding)
         from tqdm.auto import tqdm
 
         done_before = sum(min(chunk_size, n_runs - c * chunk_size) for c in mine if c not in todo)
@@ -367,7 +373,7 @@ def sweep(
         for r in failed[:20]:
             point, member = divmod(r, n_members)
             where = {name: float(v[point]) for name, v in hyper_points.items()}
-            lines.append(f"run {r} (member {member}{''.join(f', {k}={v:g}' for k, v in where.items())}): {reason(codes[r])}")
+            lines.append(f"run {r} (member {member}{''.join(f', {k}={v:g}' for k, v in where.items())}): {reason(int(codes[r]))}")
         more = f"; … and {len(failed) - 20} more" if len(failed) > 20 else ""
         text = (f"{len(failed)} of {len(runs)} sweep members failed (kept with their `result` code; the "
                 f"others finished): " + "; ".join(lines) + more)

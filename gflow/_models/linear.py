@@ -28,7 +28,7 @@ class DeepLinear(AbstractModel):
         self,
         widths: Sequence[int],
         *,
-        init_scale: float = 1.0,
+        init_scale: float | Float[Array, ""] = 1.0,
         key: PRNGKeyArray | None = None,
         weights: Sequence[Array] | None = None,
     ):

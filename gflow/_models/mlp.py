@@ -26,7 +26,7 @@ class MLP(AbstractModel):
         activation: str | Callable = "tanh",
         *,
         bias: bool = True,
-        init_scale: float = 1.0,
+        init_scale: float | Float[Array, ""] = 1.0,
         key: PRNGKeyArray,
     ):
         widths = tuple(int(w) for w in widths)

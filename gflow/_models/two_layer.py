@@ -45,7 +45,7 @@ class TwoLayer(AbstractModel):
         out_dim: int = 1,
         scaling: str = "standard",
         alpha: float = 1.0,
-        init_scale: float = 1.0,
+        init_scale: float | Float[Array, ""] = 1.0,
         sphere: bool = False,
         train_first: bool = True,
         train_second: bool = True,

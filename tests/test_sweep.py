@@ -1,0 +1,134 @@
+"""gflow.sweep: one compile, members equal to single solves, failures recorded, resumable store."""
+
+import json
+import os
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+import xarray as xr
+
+import gflow as gf
+from gflow._sweep import SweepWarning, _first_crossing, parse_grid, sweep
+from gflow._store import SweepStoreError
+
+D, WIDTH, N = 8, 4, 16
+RTOL, ATOL = 1e-8, 1e-10  # sweep vs single solves: same arithmetic, any tolerance
+T1 = 5.0
+
+
+def _data():
+    x = jr.normal(jr.PRNGKey(1), (N, D))
+    y = jnp.tanh(x @ jnp.linspace(-1.0, 1.0, D) / 2.0)
+    return gf.Dataset(x, y)
+
+
+DATA = _data()
+
+
+def make_flow(key, hyper):
+    model = gf.TwoLayer(D, WIDTH, "tanh", init_scale=hyper.get("init_scale", 1.0), key=key)
+    return gf.GradientFlow(model, gf.squared_error, DATA, time_scale=hyper.get("time_scale", 1.0))
+
+
+def test_thousand_members_one_compile_equal_one_by_one():
+    traced = eqx.debug.assert_max_traces(make_flow, max_traces=1)
+    ds = sweep(traced, 1000, T1, grid={"init_scale": [0.7]}, num_times=21, rtol=RTOL, atol=ATOL,
+               chunk_size=500, progress=False)  # two chunks, still one trace/compile
+    assert ds["loss"].shape == (1, 1000, 21)
+    assert bool(ds["succeeded"].all())
+    keys = jr.split(jr.PRNGKey(0), 1000)
+    for i in (0, 1, 499, 500, 999):
+        sol = gf.solve_flow(make_flow(keys[i], {"init_scale": jnp.asarray(0.7)}), T1, ts=jnp.asarray(ds["time"].values),
+                            rtol=RTOL, atol=ATOL, max_steps=16_384)
+        member = ds.isel(init_scale=0, member=i)
+        # Same arithmetic per member (vmap only batches it): equal to float64 roundoff.
+        np.testing.assert_allclose(member["loss"].values, np.asarray(sol.observables["loss"]), rtol=1e-12, atol=1e-15)
+        assert int(member["num_steps"]) == int(sol.stats["num_steps"])
+        np.testing.assert_allclose(float(member["final_loss"]), float(sol.observables["loss"][-1]), rtol=1e-12)
+    # Summaries: the plateau-exit time lies inside the grid and the loss there is half-way down.
+    t_exit = ds["plateau_exit_time"].isel(init_scale=0, member=0).item()
+    assert 0 < t_exit < T1
+
+
+def test_failed_members_are_named_and_the_rest_kept():
+    # One zipped grid axis: (time_scale, init_scale) vary together; 1e4 is too stiff for 64
+    # explicit steps, NaN init is a non-finite start.
+    grid = {"point": {"time_scale": [1.0, 1e4, 1.0], "init_scale": [1.0, 1.0, float("nan")]}}
+    with pytest.warns(SweepWarning, match=r"4 of 6 sweep members failed.*run 2 \(member 0, time_scale=10000, "
+                                          r"init_scale=1\): max_steps reached.*run 4 .*non-finite initial parameters"):
+        ds = sweep(make_flow, 2, T1, grid=grid, num_times=11, max_steps=64, progress=False)
+    assert ds["succeeded"].values.tolist() == [[True, True], [False, False], [False, False]]
+    assert np.all(np.isfinite(ds["loss"].isel(point=0).values))
+    assert np.all(ds["result"].isel(point=2).values == -1)
+    assert ds["init_scale"].dims == ("point",)
+
+
+def test_first_crossing_interpolates_on_the_grid():
+    ts = jnp.array([0.0, 1.0, 2.0, 3.0])
+    v = jnp.array([4.0, 3.0, 1.0, jnp.inf])
+    assert float(_first_crossing(ts, v, 2.0)) == pytest.approx(1.5)
+    assert float(_first_crossing(ts, v, 0.5)) == np.inf
+    assert float(_first_crossing(ts, v, 5.0)) == 0.0
+    batched = jax.jit(jax.vmap(_first_crossing, in_axes=(None, 0, None)))(ts, jnp.stack([v, v - 1.0]), 2.0)
+    np.testing.assert_allclose(np.asarray(batched), [1.5, 1.0])
+
+
+def test_bad_sweep_input_is_named():
+    with pytest.raises(ValueError, match=r"`grid\['p'\]` must hold arrays of equal length"):
+        parse_grid({"p": {"a": [1.0, 2.0], "b": [1.0]}})
+    with pytest.raises(ValueError, match=r"`grid\['a'\]` must be a non-empty 1-D array"):
+        parse_grid({"a": [[1.0, 2.0]]})
+    with pytest.raises(ValueError, match="`members` must be an array of keys from jax.random.split"):
+        sweep(make_flow, jnp.zeros((3,)), T1)
+    with pytest.raises(ValueError, match="`on_failure` must be"):
+        sweep(make_flow, 2, T1, on_failure="skip")
+    with pytest.raises(TypeError, match=r"`make_flow\(key, hyperparameters\)` must return a gflow.GradientFlow"):
+        sweep(lambda k, h: 1.0, 2, T1, progress=False)
+
+
+def test_store_resumes_and_refuses_foreign_or_corrupt(tmp_path):
+    calls = []
+
+    def counted(key, hyper):
+        calls.append(1)
+        return make_flow(key, hyper)
+
+    out = tmp_path / "store"
+    kwargs = dict(grid={"init_scale": [0.5, 1.0]}, num_times=11, chunk_size=2, out=out, progress=False)
+    ds = sweep(counted, 3, T1, **kwargs)  # 6 runs, 3 chunks
+    assert sorted(os.listdir(out / "done")) == ["chunk_000000", "chunk_000001", "chunk_000002"]
+    assert ds.attrs["dtype"] == "float64" and ds.attrs["jax_version"] == jax.__version__
+    assert json.loads(ds.attrs["config"])["members"] == 3
+    raw = xr.open_zarr(out / "data.zarr")  # the store is a plain xarray/Zarr dataset
+    assert raw["loss"].dims == ("run", "time")
+
+    # A lost chunk (marker gone, as after a kill mid-write) is recomputed; done ones are reused.
+    os.remove(out / "done" / "chunk_000001")
+    traces = len(calls)
+    again = sweep(counted, 3, T1, **kwargs)
+    xr.testing.assert_identical(again, ds)
+    assert len(calls) > traces  # chunk 1 was recomputed
+
+    traces = len(calls)
+    xr.testing.assert_identical(sweep(counted, 3, T1, **kwargs), ds)
+    assert len(calls) == traces + 1  # only the shape probe: nothing solved, nothing compiled
+
+    manifest = (out / "gflow_sweep.json").read_bytes()
+    with pytest.raises(SweepStoreError, match="another sweep's results"):
+        sweep(counted, 4, T1, **kwargs)  # another config
+    assert (out / "gflow_sweep.json").read_bytes() == manifest
+
+    other = tmp_path / "not_a_store"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(SweepStoreError, match="has no gflow_sweep.json"):
+        sweep(counted, 3, T1, **{**kwargs, "out": other})
+    assert (other / "notes.txt").read_text() == "mine"
+
+    (out / "gflow_sweep.json").write_text("{not json")
+    with pytest.raises(SweepStoreError, match="corrupt"):
+        sweep(counted, 3, T1, **kwargs)
