@@ -14,6 +14,7 @@ activation is looked up in a registry below. A config file looks like `examples/
     [theory] name = "linearized_mse"          # optional: compared against by `gflow run`
 """
 
+import json
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -173,6 +174,9 @@ _SWEEP = {"members": Key("int", 1), "seed": Key("int", 0), "chunk_size": Key("in
           "memory_budget_mb": Key("float", 1024.0)}
 
 
+_FACTORIES: dict[str, Callable] = {}
+
+
 @dataclass(frozen=True)
 class Config:
     """A validated config (`raw`: the tables with defaults filled in); builds flows and sweeps."""
@@ -189,7 +193,14 @@ class Config:
         return DATASETS[c["name"]].build(c, jr.PRNGKey(c["seed"]), {})
 
     def flow_factory(self) -> Callable:
-        """`make_flow(key, hyper) -> GradientFlow` for `gflow.sweep` (the data built once)."""
+        """`make_flow(key, hyper) -> GradientFlow` for `gflow.sweep` (the data built once; the
+        same function for equal configs, so a rerun in the same process reuses the compile)."""
+        text = json.dumps(self.raw, sort_keys=True)
+        if text not in _FACTORIES:
+            _FACTORIES[text] = self._make_factory()
+        return _FACTORIES[text]
+
+    def _make_factory(self) -> Callable:
         data = self.dataset()
         model_entry = MODELS[self.model["name"]]
         loss = LOSSES[self.raw["loss"]]

@@ -169,6 +169,24 @@ def _describe(fn) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
 
 
+#: Traced/compiled chunk solvers of recent sweeps: rerunning (or resuming) a sweep in the same
+#: process with the same `make_flow` object and settings reuses the compile.
+_COMPILED: dict = {}
+
+
+def _cache_key(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, typed, devices, arg_shapes):
+    obs = tuple(resolve_observables(observables).items())
+    key = (make_flow, t1, np.asarray(ts).tobytes(), obs, tuple(sorted(solve_kwargs.items(), key=lambda kv: kv[0])),
+           loss_threshold, typed, tuple(devices), jax.config.jax_enable_x64,
+           tuple(sorted(arg_shapes[1])),
+           tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(arg_shapes)))
+    try:
+        hash(key)
+    except TypeError:  # e.g. an unhashable solver: no reuse
+        return None
+    return key
+
+
 def config_hash(spec: Mapping) -> str:
     """A short SHA-256 of a JSON-able sweep description (keys sorted)."""
     text = json.dumps(spec, sort_keys=True, default=str)
@@ -301,7 +319,15 @@ def sweep(
         jax.ShapeDtypeStruct((chunk_size, *key_data.shape[1:]), key_data.dtype, sharding=sharding),
         {k: jax.ShapeDtypeStruct((chunk_size,), v.dtype, sharding=sharding) for k, v in hyper_runs.items()},
     )
-    traced = jax.jit(batched).trace(*arg_shapes)  # the sweep's one trace of make_flow
+    cache_key = _cache_key(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, typed, devices, arg_shapes)
+    entry = _COMPILED.get(cache_key) if cache_key is not None else None
+    if entry is None:
+        entry = {"traced": jax.jit(batched).trace(*arg_shapes), "compiled": None}  # the one trace
+        if cache_key is not None:
+            _COMPILED[cache_key] = entry
+            while len(_COMPILED) > 8:
+                _COMPILED.pop(next(iter(_COMPILED)))
+    traced = entry["traced"]
     example = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), traced.out_info)
 
     variables = {}
@@ -345,7 +371,9 @@ def sweep(
     todo = [c for c in mine if not store.is_done(c)]
 
     if todo:
-        compiled = traced.lower().compile()  # the sweep's one compile
+        if entry["compiled"] is None:
+            entry["compiled"] = traced.lower().compile()  # the sweep's one compile
+        compiled = entry["compiled"]
         place = lambda x: jax.device_put(x, sharding)
         from tqdm.auto import tqdm
 
