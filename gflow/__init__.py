@@ -53,4 +53,14 @@ from ._data import span_coordinates as span_coordinates
 from ._theory import SingleIndexMeanField as SingleIndexMeanField
 from ._theory import fit_time_scale as fit_time_scale
 
+# Sweeps (issue 3): many inits x a grid in one compile, resumable stores, TOML configs
+from ._config import ConfigError as ConfigError
+from ._config import load_config as load_config
+from ._store import SweepStoreError as SweepStoreError
+from ._sweep import SweepError as SweepError
+from ._sweep import SweepWarning as SweepWarning
+from ._sweep import load_sweep as load_sweep
+from ._sweep import plot_sweep as plot_sweep
+from ._sweep import sweep as sweep
+
 __version__ = "0.1.0"
