@@ -1,0 +1,91 @@
+"""TOML configs: registries by name, validation errors naming key / expected type / value found."""
+
+import tomllib
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+import gflow as gf
+from gflow._config import ConfigError, parse_config
+
+from helpers import REPO
+
+EXAMPLE = REPO / "examples" / "two_layer_sweep.toml"
+
+
+def _table(**changes):
+    table = tomllib.loads(EXAMPLE.read_text())
+    for path, value in changes.items():
+        *head, last = path.split("__")
+        t = table
+        for h in head:
+            t = t[h]
+        if value is None:
+            del t[last]
+        else:
+            t[last] = value
+    return table
+
+
+def test_example_config_builds_flows_that_jit_and_vmap():
+    config = gf.load_config(EXAMPLE)
+    assert config.raw["model"]["width"] == 8 and config.raw["solve"]["max_steps"] == 16_384  # default filled
+    make_flow = config.flow_factory()
+    assert gf.load_config(EXAMPLE).flow_factory() is make_flow  # equal configs share it (compile reuse)
+    keys = jr.split(jr.PRNGKey(0), 3)
+    scales = jnp.array([0.5, 1.0, 2.0])
+
+    def loss0(key, scale):
+        flow = make_flow(key, {"init_scale": scale})
+        return flow.loss_value(flow.params0)
+
+    plain = jnp.stack([loss0(k, s) for k, s in zip(keys, scales)])
+    np.testing.assert_allclose(jax.jit(jax.vmap(loss0))(keys, scales), plain, rtol=1e-14)
+    kwargs = config.sweep_kwargs()
+    assert kwargs["grid"] == {"init_scale": [0.5, 1.0]} and kwargs["chunk_size"] == 16
+
+
+def test_theory_by_name():
+    table = _table(theory={"name": "linearized_mse"}, model__scaling="ntk")
+    config = parse_config(table)
+    flow = config.flow_factory()(jr.PRNGKey(0), {})
+    assert isinstance(config.theory(flow), gf.LinearizedMSE)
+
+
+@pytest.mark.parametrize(
+    "changes, error",
+    [
+        ({"model__name": "two_layers"}, r"`model.name` must name a registered entry: one of \['deep_linear', 'mlp', 'two_layer'\]; got 'two_layers'"),
+        ({"loss": "mse"}, r"`loss` must name a registered entry.*got 'mse'"),
+        ({"data__name": "mnist"}, r"`data.name` must name a registered entry.*got 'mnist'"),
+        ({"theory": {"name": "saxe"}}, r"`theory.name` must name a registered entry.*got 'saxe'"),
+        ({"model__width": "8"}, r"`model.width` must have type int; got '8' \(str\)"),
+        ({"model__width": 8.0}, r"`model.width` must have type int; got 8.0 \(float\)"),
+        ({"solve__t1": True}, r"`solve.t1` must have type float; got True \(bool\)"),
+        ({"solve__t1": None}, r"`solve.t1` must be given \(type float\); got nothing"),
+        ({"model__activation": "swish"}, r"`model.activation` must be one of \("),
+        ({"model__depth": 3}, r"`model.depth` must be one of the known keys"),
+        ({"solve__observables": ["loss", "accuracy"]}, r"`solve.observables\[1\]` must name a registered entry.*'accuracy'"),
+        ({"grid": {"point": {"init_scale": [0.5, 1.0], "time_scale": [1.0]}}},
+         r"`grid.point` must hold lists of equal length \(they vary together\); got \{'init_scale': 2, 'time_scale': 1\}"),
+        ({"grid": {"width": [4.0, 8.0]}}, r"`grid.width` must name a sweepable parameter: one of \['init_scale', 'time_scale'\]"),
+        ({"grid": {"init_scale": ["big"]}}, r"`grid.init_scale` must have type list\[float\]"),
+        ({"sweep__members": 0}, r"`sweep.members` must be ≥ 1; got 0"),
+        ({"model": "two_layer"}, r"`model` must be a table with a `name`; got 'two_layer' \(str\)"),
+    ],
+)
+def test_bad_config_is_named(changes, error):
+    with pytest.raises(ConfigError, match=error):
+        parse_config(_table(**changes))
+
+
+def test_bad_file_is_named(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model\nname = 1")
+    with pytest.raises(ConfigError, match=r"must be valid TOML; got a parse error"):
+        gf.load_config(bad)
+    with pytest.raises(ConfigError, match=r"`CONFIG` must be a readable TOML file"):
+        gf.load_config(tmp_path / "missing.toml")
