@@ -435,7 +435,7 @@ def _labelled(spec: Mapping, arrays: Mapping[str, np.ndarray], *, allow_partial:
     for dim, values in spec["config"]["grid"]:
         for name, v in values.items():
             coords[name] = (dim, np.asarray(v))
-    attrs = dict(spec["attrs"])
+    attrs = {**spec["attrs"], "chunk_size": int(spec["chunk_size"])}
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 

@@ -60,7 +60,9 @@ def test_failed_members_are_named_and_the_rest_kept():
     grid = {"point": {"time_scale": [1.0, 1e4, 1.0], "init_scale": [1.0, 1.0, float("nan")]}}
     with pytest.warns(SweepWarning, match=r"4 of 6 sweep members failed.*run 2 \(member 0, time_scale=10000, "
                                           r"init_scale=1\): max_steps reached.*run 4 .*non-finite initial parameters"):
-        ds = sweep(make_flow, 2, T1, grid=grid, num_times=11, max_steps=64, progress=False)
+        # A budget below one member's estimate gives one member per chunk.
+        ds = sweep(make_flow, 2, T1, grid=grid, num_times=11, max_steps=64, progress=False, memory_budget=1)
+    assert ds.attrs["chunk_size"] == 1
     assert ds["succeeded"].values.tolist() == [[True, True], [False, False], [False, False]]
     assert np.all(np.isfinite(ds["loss"].isel(point=0).values))
     assert np.all(ds["result"].isel(point=2).values == -1)
