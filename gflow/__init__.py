@@ -63,4 +63,14 @@ from ._sweep import load_sweep as load_sweep
 from ._sweep import plot_sweep as plot_sweep
 from ._sweep import sweep as sweep
 
+# Pellegrini & Biroli 2020 (mean-field hinge)
+from ._theory import MeanFieldHinge as MeanFieldHinge
+from ._theory import MeanFieldHingeFiniteP as MeanFieldHingeFiniteP
+from ._theory import LinearMeanFieldMoments as LinearMeanFieldMoments
+from ._theory import WidthSweep as WidthSweep
+from ._theory import finite_width_sweep as finite_width_sweep
+from ._theory import mean_field_time_scale as mean_field_time_scale
+from ._theory import mean_field_hinge_flow as mean_field_hinge_flow
+from ._theory import hinge_with_margin as hinge_with_margin
+
 __version__ = "0.1.0"

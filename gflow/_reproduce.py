@@ -13,6 +13,7 @@ from ._validate import message
 
 _FIGURE_MODULES = (
     "gflow._figures.saxe",
+    "gflow._figures.pellegrini_biroli",
 )
 
 

@@ -7,3 +7,11 @@ from .ntk import empirical_ntk as empirical_ntk
 from .saxe import DeepLinearModes as DeepLinearModes
 from .bmz import SingleIndexMeanField as SingleIndexMeanField
 from .bmz import fit_time_scale as fit_time_scale
+from .pellegrini_biroli import MeanFieldHinge as MeanFieldHinge
+from .pellegrini_biroli import MeanFieldHingeFiniteP as MeanFieldHingeFiniteP
+from .pellegrini_biroli import LinearMeanFieldMoments as LinearMeanFieldMoments
+from .pellegrini_biroli import WidthSweep as WidthSweep
+from .pellegrini_biroli import finite_width_sweep as finite_width_sweep
+from .pellegrini_biroli import mean_field_time_scale as mean_field_time_scale
+from .pellegrini_biroli import mean_field_hinge_flow as mean_field_hinge_flow
+from .pellegrini_biroli import hinge_with_margin as hinge_with_margin
