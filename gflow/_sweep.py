@@ -235,8 +235,9 @@ def sweep(
 
     - `make_flow(key, hyper) -> GradientFlow`: builds one member from its PRNG key and a dict of
       scalar hyperparameters {name: value} (one entry per grid parameter); it is traced once
-      (under vmap), so it must use `hyper` with jnp operations (e.g. `init_scale`, `time_scale`),
-      and every member must have the same parameter shapes.
+      for the whole sweep (plus one abstract shape probe when `chunk_size` is left to the
+      budget), so it must use `hyper` with jnp operations (e.g. `init_scale`, `time_scale`), and
+      every member must have the same parameter shapes (widths/data sizes are not grid axes).
     - `members`: a count M (keys `jax.random.split(PRNGKey(seed), M)`, the same keys at every grid
       point) or an array of keys.
     - `grid`: {name: 1-D values} (cartesian product of the axes) or {dim: {name: values, …}}
@@ -252,8 +253,9 @@ def sweep(
       allow, by an estimate of the solver state and saved outputs), split over `devices`
       (default: the local devices) with shard_map. One compile for the whole sweep.
     - `out`: a directory; results go to a Zarr store there chunk by chunk, keyed by a hash of the
-      sweep's description (plus `config`, a JSON-able dict the caller adds to it); rerunning
-      resumes, a store of another sweep raises `SweepStoreError`.
+      sweep's description (keys, grid, times, observables, solver settings, dtype, make_flow's
+      qualified name — not its code: pass what it depends on in `config`, a JSON-able dict);
+      rerunning resumes; a store of another sweep raises `SweepStoreError`, never overwritten.
     - Failed members (max_steps, non-finite values) are kept with their `result` code; at the end
       `on_failure` = "warn" (a `SweepWarning` naming them), "raise" (`SweepError`) or "ignore".
     - Multi-host: after `jax.distributed.initialize`, process p runs chunks p, p + P, … (P

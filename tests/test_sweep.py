@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 
 import gflow as gf
-from gflow._sweep import SweepWarning, _first_crossing, parse_grid, sweep
+from gflow._sweep import SweepError, SweepWarning, _first_crossing, parse_grid, sweep
 from gflow._store import SweepStoreError
 
 D, WIDTH, N = 8, 4, 16
@@ -67,6 +67,9 @@ def test_failed_members_are_named_and_the_rest_kept():
     assert np.all(np.isfinite(ds["loss"].isel(point=0).values))
     assert np.all(ds["result"].isel(point=2).values == -1)
     assert ds["init_scale"].dims == ("point",)
+    with pytest.raises(SweepError, match="4 of 6 sweep members failed"):  # reuses the compile
+        sweep(make_flow, 2, T1, grid=grid, num_times=11, max_steps=64, progress=False, memory_budget=1,
+              on_failure="raise")
 
 
 def test_first_crossing_interpolates_on_the_grid():
