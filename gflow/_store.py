@@ -91,8 +91,19 @@ class ZarrStore:
         self.spec = found
         self.chunk_size = int(found["chunk_size"])
         self.n_runs = int(found["n_runs"])
-        self.group = zarr.open_group(str(self.path / "data.zarr"), mode="r+")
         self.done_dir = self.path / "done"
+        try:
+            self.group = zarr.open_group(str(self.path / "data.zarr"), mode="r+")
+            data = self.path / "data.zarr"
+            missing = sorted(n for n in found["variables"] if not (data / n / "zarr.json").is_file())
+            if missing or not self.done_dir.is_dir():
+                raise ValueError(f"missing {missing or 'done/'}")
+        except Exception as e:  # zarr raises several kinds for a damaged store
+            raise SweepStoreError(
+                message(f"out ({self.path})", "hold an intact data.zarr and done/ for its manifest",
+                        f"a corrupt store ({type(e).__name__}: {str(e)[:200]})",
+                        "Move the directory away and rerun; gflow never overwrites it.")
+            ) from None
 
     def _create(self, spec: dict[str, Any]) -> None:
         import zarr

@@ -97,13 +97,15 @@ def test_kill_and_resume_loses_nothing(reference, tmp_path):
         proc = subprocess.Popen(_cli(*cmd), env=_env(), stdout=f, stderr=subprocess.STDOUT)
     done = out / "done"
     deadline = time.monotonic() + 300
-    while not (done.is_dir() and os.listdir(done)):
-        assert proc.poll() is None, log.read_text()
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    time.sleep(random.uniform(0.0, 0.02))  # anywhere in the next chunks: mid-solve or mid-write
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        while not (done.is_dir() and os.listdir(done)):
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        time.sleep(random.uniform(0.0, 0.02))  # anywhere in the next chunks: mid-solve or mid-write
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     n_done = len(os.listdir(done))
     assert 1 <= n_done < 32, "the sweep finished before the kill; make its chunks slower"
     with pytest.raises(ValueError, match="runs not done yet"):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import equinox as eqx
 import jax
@@ -133,6 +134,9 @@ def test_store_resumes_and_refuses_foreign_or_corrupt(tmp_path):
         sweep(counted, 3, T1, **{**kwargs, "out": other})
     assert (other / "notes.txt").read_text() == "mine"
 
+    shutil.rmtree(out / "data.zarr" / "loss")
+    with pytest.raises(SweepStoreError, match=r"corrupt store .*missing \['loss'\]"):
+        sweep(counted, 3, T1, **kwargs)
     (out / "gflow_sweep.json").write_text("{not json")
     with pytest.raises(SweepStoreError, match="corrupt"):
         sweep(counted, 3, T1, **kwargs)
