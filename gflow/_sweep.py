@@ -82,12 +82,15 @@ def parse_grid(grid: Mapping | None) -> list[tuple[str, dict[str, np.ndarray]]]:
                 raise ValueError(message(where, "name each parameter once", repr(name)))
             seen.add(name)
             arr = np.asarray(v)
-            if arr.ndim != 1 or arr.shape[0] == 0 or not (np.issubdtype(arr.dtype, np.number) and not np.issubdtype(arr.dtype, np.complexfloating)):
-                raise ValueError(message(where, "be a non-empty 1-D array of real numbers", f"{arr.dtype} array of shape {arr.shape}"))
+            real = np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+            if arr.ndim != 1 or arr.shape[0] == 0 or not real:
+                raise ValueError(message(where, "be a non-empty 1-D array of real numbers",
+                                         f"{arr.dtype} array of shape {arr.shape}"))
             values[name] = arr.astype(float)
         lengths = {name: a.shape[0] for name, a in values.items()}
         if len(set(lengths.values())) > 1:
-            raise ValueError(message(f"grid[{dim!r}]", "hold arrays of equal length (they vary together along one axis)", lengths))
+            raise ValueError(message(f"grid[{dim!r}]",
+                                     "hold arrays of equal length (they vary together along one axis)", lengths))
         axes.append((dim, values))
     return axes
 
@@ -396,14 +399,14 @@ def sweep(
 
     # The failure summary covers this process's chunks (resumed ones included).
     codes = store.read("result")
-    runs = np.concatenate([np.arange(c * chunk_size, min((c + 1) * chunk_size, n_runs)) for c in mine]) if mine else np.zeros(0, int)
+    runs = [r for c in mine for r in range(c * chunk_size, min((c + 1) * chunk_size, n_runs))]
     failed = [int(r) for r in runs if int(codes[r]) not in _OK_CODES]
     if failed and on_failure != "ignore":
         lines = []
         for r in failed[:20]:
             point, member = divmod(r, n_members)
-            where = {name: float(v[point]) for name, v in hyper_points.items()}
-            lines.append(f"run {r} (member {member}{''.join(f', {k}={v:g}' for k, v in where.items())}): {reason(int(codes[r]))}")
+            where = "".join(f", {name}={float(v[point]):g}" for name, v in hyper_points.items())
+            lines.append(f"run {r} (member {member}{where}): {reason(int(codes[r]))}")
         more = f"; … and {len(failed) - 20} more" if len(failed) > 20 else ""
         text = (f"{len(failed)} of {len(runs)} sweep members failed (kept with their `result` code; the "
                 f"others finished): " + "; ".join(lines) + more)
@@ -477,18 +480,21 @@ def plot_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None) ->
     out.mkdir(parents=True, exist_ok=True)
     plt = _pyplot()
     grid_dims = [d for d in ds["loss"].dims if d not in ("member", "time")]
-    loss = ds["loss"].stack(point=grid_dims) if grid_dims else ds["loss"].expand_dims(point=[0])
+    params = [c for c in ds.coords if ds[c].ndim == 1 and ds[c].dims[0] in grid_dims]
     t = ds["time"].values
     keep = t > 0
     written = []
     fig, ax = plt.subplots(figsize=(6, 4))
-    for i in range(loss.sizes["point"]):
-        curves = loss.isel(point=i).transpose("member", "time").values[:, keep]
+    for index in np.ndindex(*[ds.sizes[d] for d in grid_dims]):
+        point = ds.isel(dict(zip(grid_dims, index)))
+        curves = point["loss"].transpose("member", "time").values[:, keep]
         curves = np.where(np.isfinite(curves), curves, np.nan)
         if not np.any(np.isfinite(curves)):
             continue
-        q = np.nanquantile(curves, [0.1, 0.25, 0.5, 0.75, 0.9], axis=0)
-        label = ", ".join(f"{d}={v:g}" for d, v in zip(grid_dims, np.atleast_1d(loss["point"].values[i]))) if grid_dims else "all"
+        with warnings.catch_warnings():  # all-NaN columns (failed members) are expected
+            warnings.simplefilter("ignore", RuntimeWarning)
+            q = np.nanquantile(curves, [0.1, 0.25, 0.5, 0.75, 0.9], axis=0)
+        label = ", ".join(f"{c}={float(point[c]):g}" for c in params) or "all"
         (line,) = ax.loglog(t[keep], q[2], label=label)
         ax.fill_between(t[keep], q[0], q[4], color=line.get_color(), alpha=0.15, lw=0)
         ax.fill_between(t[keep], q[1], q[3], color=line.get_color(), alpha=0.3, lw=0)
@@ -503,13 +509,13 @@ def plot_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None) ->
     events = [n for n in ("time_to_loss_below", "plateau_exit_time", "time_to_all_correct") if n in ds]
     fig, axes = plt.subplots(1, len(events), figsize=(4 * len(events), 3.5), squeeze=False)
     for ax, name in zip(axes[0], events):
-        v = ds[name].values.ravel()
+        v = ds[name].where(ds["succeeded"]).values.ravel()  # failed members' times are not shown
         finite = v[np.isfinite(v) & (v > 0)]
         if finite.size:
             bins = np.geomspace(finite.min(), finite.max() * (1 + 1e-9), 30) if finite.max() > finite.min() else 10
             ax.hist(finite, bins=bins)
             ax.set_xscale("log")
-        ax.set_title(f"{name}\n({v.size - finite.size} of {v.size} never / not run)", fontsize=9)
+        ax.set_title(f"{name}\n({v.size - finite.size} of {v.size} never reached, failed or not run)", fontsize=9)
         ax.set_xlabel("time t")
     fig.tight_layout()
     fig.savefig(out / "event_times.png", dpi=120)
