@@ -189,28 +189,31 @@ def _invert(f, y, lo, hi, args, rtol, max_steps):
         return jax.jvp(lambda x: f(x, args), (x,), (jnp.ones_like(x),))
 
     def cond(state):
-        lo, hi, x, step, i = state
-        tol = rtol * jnp.maximum(jnp.abs(x), 1e-300)
-        return (i < max_steps) & (hi - lo > tol) & (jnp.abs(step) > tol)
+        lo, hi, x, _, i = state
+        return (i < max_steps) & (hi - lo > rtol * jnp.maximum(jnp.abs(x), 1e-300))
 
     def body(state):
-        lo, hi, x, _, i = state
+        lo, hi, x, last_side, i = state
         fx, dfx = value_and_slope(x)
         r = fx - y
+        side = jnp.where(r < 0, -1, 1)
         lo = jnp.where(r <= 0, x, lo)
         hi = jnp.where(r >= 0, x, hi)
         newton = x - r / jnp.where(dfx > 0, dfx, 1.0)
         inside = (dfx > 0) & (newton > lo) & (newton < hi) & jnp.isfinite(newton)
-        # Newton when it stays in the bracket and shrinks it fast enough, else bisection.
-        x_new = jnp.where(inside, newton, 0.5 * (lo + hi))
+        # Newton inside the bracket, except when the same end moved twice in a row: then bisect,
+        # so the bracket at least halves every other step (a one-sided Newton approach on a
+        # steep convex f takes tiny steps that say nothing about the distance to the root).
+        use_newton = inside & (side != last_side)
+        x_new = jnp.where(use_newton, newton, 0.5 * (lo + hi))
         done = r == 0
         lo = jnp.where(done, x, lo)
         hi = jnp.where(done, x, hi)
         x_new = jnp.where(done, x, x_new)
-        return lo, hi, x_new, x_new - x, i + 1
+        return lo, hi, x_new, side, i + 1
 
     x0 = 0.5 * (lo + hi)
-    state = (lo, hi, x0, hi - lo, jnp.asarray(0))
+    state = (lo, hi, x0, jnp.asarray(0), jnp.asarray(0))
     lo, hi, x, _, _ = jax.lax.while_loop(cond, body, state)
     return jnp.clip(x, lo, hi)
 
@@ -228,7 +231,7 @@ def invert_increasing(
     """The x in [lo, hi] with f(x, args) = y, for f strictly increasing on [lo, hi] (scalar).
 
     Bracketed Newton–bisection in `lax.while_loop` (the slope comes from `jax.jvp`), stopped
-    when the bracket is below `rtol`·|x|. If y is outside [f(lo), f(hi)] the result is clipped to
+    when the bracket is below `rtol`·|x| (or f(x) = y exactly). If y is outside [f(lo), f(hi)] the result is clipped to
     the nearer end. `vmap` it for many targets. Derivatives with respect to `y` and `args` follow
     the implicit function theorem: dx = (dy − ∂f/∂args·dargs) / f'(x).
     """

@@ -1,0 +1,451 @@
+"""Tachet des Combes et al. 2018: independent modes of a properly initialised two-layer ReLU
+classifier on orthogonal features (shared/theory/tachet.md R1–R5).
+
+Conventions (ours; the paper's may differ by label coding or sum-vs-mean loss): labels ±1,
+mean loss over samples, f(x) = Σ_j v_j relu(w_j·x), time t of dθ/dt = −κ∇L (κ = `time_scale`;
+GD with step η after k steps ↔ t = kη). Mode k: n_k samples s_k e_k with label y_k,
+p_k = n_k/n, λ_k = p_k s_k. Unit j on mode k(j): u_j = w_j·e_k, ṽ_j = y_k v_j,
+A_j = u_j(0) + ṽ_j(0), B_j = u_j(0) − ṽ_j(0). Every unit follows the hyperbola
+u = (Ae^τ + Be^{−τ})/2, ṽ = (Ae^τ − Be^{−τ})/2 in the mode's clock τ_k(t), dτ_k/dt = κλ_k g(z_k),
+and the loss only sets the clock (g = 1[z < 1] for hinge, σ(−z) for cross-entropy).
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float, Int
+
+from .._custom_types import Observables, Times
+from .._data.base import Dataset
+from .._losses import hinge, logistic
+from .._models.two_layer import TwoLayer
+from .._special import expi, invert_increasing, lambertw
+from .._validate import check_float_array, is_concrete, message, regime_error
+from .base import AbstractReducedODE, AbstractTheory
+
+_TAU_MAX = 60.0
+_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(24)
+_GL_PANELS = 16
+
+
+def _concrete(name: str, *arrays) -> None:
+    if not all(is_concrete(a) for a in arrays):
+        raise ValueError(message(name, "be called outside jit/vmap (it reads the data and init to find the modes)",
+                                 "traced arrays", "Build the theory first, then jit/vmap the theory itself."))
+
+
+def feature_modes(data: Dataset, name: str, *, features=None, atol: float = 1e-10):
+    """Group the samples of `data` into orthogonal single-feature modes (R10 checks).
+
+    Returns (features (d, K), mode_of_sample (n,), norms s (K,), frequencies p (K,),
+    labels y (K,)) as NumPy arrays; raises a named regime error for non-orthogonal inputs, a
+    sample with several features, different norms inside a mode or non-separable labels.
+    """
+    x = np.asarray(data.x)
+    y = np.asarray(data.y)
+    if y.shape[1] != 1 or not np.all(np.abs(y) == 1):
+        raise regime_error(name, "binary labels y = ±1 of shape (n, 1)", f"got y of shape {y.shape}")
+    y = y[:, 0]
+    n = x.shape[0]
+    norms = np.linalg.norm(x, axis=1)
+    if np.any(norms == 0):
+        i = int(np.argmax(norms == 0))
+        raise regime_error(name, "every sample to carry one feature", f"sample {i} is zero")
+    if features is not None:
+        F = np.asarray(features)
+        coords = x @ F
+        active = np.abs(coords) > atol * norms[:, None]
+        several = active.sum(axis=1) > 1
+        if np.any(several):
+            i = int(np.argmax(several))
+            ks = np.flatnonzero(active[i])[:2].tolist()
+            raise regime_error(name, "one feature per sample (x = s_k e_k)",
+                               f"sample {i} carries features {ks[0]} and {ks[1]}",
+                               "The modes couple (see gradient starvation, R8): compare with the simulation only.")
+    dirs = x / norms[:, None]
+    G = dirs @ dirs.T
+    same = G > 1.0 - atol
+    bad = ~(same | (np.abs(G) < atol))
+    if np.any(bad):
+        i, j = (int(a) for a in np.argwhere(bad)[0])
+        raise regime_error(name, "orthogonal inputs with one feature per sample (x = s_k e_k)",
+                           f"samples {i} and {j} have cosine {G[i, j]:.3g} (non-orthogonal inputs, or a sample "
+                           "carrying several features)", "The modes couple: compare with the simulation only.")
+    mode_of = -np.ones(n, dtype=int)
+    feats, s, p, labels = [], [], [], []
+    for i in range(n):
+        if mode_of[i] >= 0:
+            continue
+        k = len(feats)
+        members = np.flatnonzero(same[i])
+        mode_of[members] = k
+        spread = np.ptp(norms[members])
+        if spread > atol * norms[i]:
+            a, b = members[np.argmin(norms[members])], members[np.argmax(norms[members])]
+            raise regime_error(name, "equal norms inside a mode",
+                               f"samples {a} and {b} of mode {k} have norms {norms[a]:.6g} and {norms[b]:.6g}")
+        if np.any(y[members] != y[i]):
+            j = members[np.argmax(y[members] != y[i])]
+            raise regime_error(name, "linearly separable data (one label per mode)",
+                               f"samples {i} and {j} of mode {k} have labels {y[i]:+g} and {y[j]:+g}")
+        feats.append(dirs[i])
+        s.append(norms[i])
+        p.append(len(members) / n)
+        labels.append(y[i])
+    return np.stack(feats, axis=1), mode_of, np.array(s), np.array(p), np.array(labels)
+
+
+def _two_layer_units(flow, name: str, losses, *, features=None, atol: float = 1e-10):
+    """The mode structure and per-unit (u₀, ṽ₀) of a properly initialised TwoLayer flow."""
+    model = flow.model0
+    if not isinstance(model, TwoLayer):
+        raise regime_error(name, "a TwoLayer model", f"got {type(model).__name__}")
+    if model.b is not None:
+        raise regime_error(name, "a network without biases", "the TwoLayer has first-layer biases `b`",
+                           "Build it with bias=False.")
+    if model.activation is not jax.nn.relu or model.scaling != "standard" or model.sphere:
+        raise regime_error(name, "relu units in standard scaling (f = Σ v_j relu(w_j·x))",
+                           f"got activation {getattr(model.activation, '__name__', model.activation)}, "
+                           f"scaling {model.scaling!r}, sphere={model.sphere}")
+    if model.a.shape[0] != 1 or not (model.train_first and model.train_second):
+        raise regime_error(name, "one output and both layers trained", "got another configuration")
+    if flow.loss not in losses:
+        raise regime_error(name, f"the loss {' or '.join(l.__name__ for l in losses)}",
+                           f"got {getattr(flow.loss, '__name__', flow.loss)}")
+    if flow.rates is not None:
+        raise regime_error(name, "equal layer rates", "got `rates`")
+    if not isinstance(flow.data, Dataset):
+        raise regime_error(name, "a finite Dataset", f"got {type(flow.data).__name__}")
+    _concrete("from_flow", model.w, model.a, flow.data.x)
+    F, mode_of, s, p, y = feature_modes(flow.data, name, features=features, atol=atol)
+    W = np.asarray(model.w)
+    proj = W @ F
+    positive = proj > 0
+    twice = positive.sum(axis=1) > 1
+    if np.any(twice):
+        j = int(np.argmax(twice))
+        ks = np.flatnonzero(positive[j])[:2].tolist()
+        raise regime_error(name, "a proper initialisation (each hidden unit positive on at most one mode)",
+                           f"unit {j} is positive on modes {ks[0]} and {ks[1]}",
+                           "Use gflow.proper_init(...).")
+    unit_mode = np.where(positive.any(axis=1), np.argmax(positive, axis=1), np.argmax(proj, axis=1))
+    u0 = proj[np.arange(W.shape[0]), unit_mode]
+    vt0 = np.asarray(model.a)[0] * y[unit_mode]
+    return F, mode_of, s, p, y, unit_mode, u0, vt0
+
+
+class TwoLayerModes(AbstractTheory):
+    """Per-mode learning of a properly initialised two-layer ReLU classifier (R1, R2, R4, R5).
+
+    ??? cite "Reference"
+        Tachet des Combes, Pezeshki, Shabanian, Courville & Bengio, "On the Learning Dynamics
+        of Deep Neural Networks", arXiv:1809.06848 (2018).
+
+    Hinge loss: closed form, τ_k = min(κλ_k t, τ_h,k) with z_k(τ_h,k) = 1 (t_h = ln X/(2λ) for one
+    unit per mode). Cross-entropy: the exact clock dτ_k/dt = κλ_k σ(−z_k(τ_k)) is a K-dim
+    ODE, see `TwoLayerModesCE`. Units with A ≤ 0 die (u = 0) at τ_d = ½ ln(−B/A) (region F);
+    units with u₀ ≤ 0 never move (region D).
+    Fields: s, p, labels (K,); u0, vt0 (h,), unit_mode (h,) int; mode_of_sample (n,) int.
+    Observables: `margins` (T, n), `loss` (T,), `classification_error` (T,),
+    `first_layer_strengths` (T, h) = u_j, `output_weights` (T, h) = v_j.
+    """
+
+    s: Float[Array, " K"]
+    p: Float[Array, " K"]
+    labels: Float[Array, " K"]
+    u0: Float[Array, " h"]
+    vt0: Float[Array, " h"]
+    unit_mode: Int[Array, " h"]
+    mode_of_sample: Int[Array, " n"]
+    features: Float[Array, "d K"]
+    time_scale: Float[Array, ""]
+
+    def __init__(self, s, p, labels, u0, vt0, unit_mode, mode_of_sample, features, time_scale=1.0):
+        self.s = check_float_array("s", s, ndim=1)
+        self.p = check_float_array("p", p, ndim=1)
+        self.labels = check_float_array("labels", labels, ndim=1)
+        self.u0 = check_float_array("u0", u0, ndim=1)
+        self.vt0 = check_float_array("vt0", vt0, ndim=1)
+        self.unit_mode = jnp.asarray(unit_mode)
+        self.mode_of_sample = jnp.asarray(mode_of_sample)
+        self.features = check_float_array("features", features, ndim=2)
+        self.time_scale = jnp.asarray(time_scale, dtype=self.s.dtype)
+
+    @classmethod
+    def from_flow(cls, flow, *, features=None, atol: float = 1e-10) -> "TwoLayerModes":
+        """Seed from a `GradientFlow` of a bias-free relu `TwoLayer` under `hinge` (this class) or
+        `logistic` (then use `TwoLayerModesCE`). Raises a named error naming the sample or unit
+        that breaks an assumption (R10)."""
+        F, mode_of, s, p, y, unit_mode, u0, vt0 = _two_layer_units(flow, cls.__name__, (hinge,),
+                                                                   features=features, atol=atol)
+        return cls(s, p, y, u0, vt0, unit_mode, mode_of, F, flow.time_scale)
+
+    # --- the loss-independent path -------------------------------------------------------
+    @property
+    def rates(self) -> Float[Array, " K"]:
+        """λ_k = p_k s_k."""
+        return self.p * self.s
+
+    def unit_path(self, tau_units):
+        """(u, ṽ, contribution s·relu(u)·ṽ) of every unit at its mode's clock τ (…, h)."""
+        return _unit_path(self.u0, self.vt0, self.s[self.unit_mode], tau_units)
+
+    def margins_at(self, tau: Float[Array, "... K"]) -> Float[Array, "... K"]:
+        """z_k(τ_k) = s_k Σ_{j on k} relu(u_j) ṽ_j."""
+        _, _, c = self.unit_path(tau[..., self.unit_mode])
+        K = self.s.shape[0]
+        onehot = (self.unit_mode[:, None] == jnp.arange(K)[None, :]).astype(c.dtype)
+        return c @ onehot
+
+    def stop_clocks(self) -> Float[Array, " K"]:
+        """τ_h,k where z_k reaches 1 (0 if z_k(0) ≥ 1, inf if never)."""
+        K = self.s.shape[0]
+
+        def one(k):
+            def z_of(tau, _):
+                return self.margins_at(jnp.full((K,), tau, self.s.dtype))[k]
+
+            tau = invert_increasing(z_of, 1.0, 0.0, _TAU_MAX)
+            reach = z_of(jnp.asarray(_TAU_MAX, self.s.dtype), None) >= 1.0
+            start = z_of(jnp.zeros((), self.s.dtype), None) >= 1.0
+            return jnp.where(start, 0.0, jnp.where(reach, tau, jnp.inf))
+
+        return jax.vmap(one)(jnp.arange(K))
+
+    def stop_times(self) -> Float[Array, " K"]:
+        """Hinge stop times t_h,k = τ_h,k/(κλ_k) (R2)."""
+        return self.stop_clocks() / (self.time_scale * self.rates)
+
+    def death_times(self) -> Float[Array, " h"]:
+        """Hinge death time of each unit, t_d = ½ ln(−B/A)/(κλ) for A < 0 < u₀; inf otherwise."""
+        tau_d = _death_clock(self.u0, self.vt0)
+        return tau_d / (self.time_scale * self.rates[self.unit_mode])
+
+    def kink_times(self) -> Float[Array, " m"]:
+        """Finite stop and death times (the solver's `jump_ts` for a hinge simulation)."""
+        t = jnp.concatenate([self.stop_times(), self.death_times()])
+        return jnp.sort(t)
+
+    def clocks(self, ts: Times) -> Float[Array, "T K"]:
+        ts = jnp.asarray(ts, dtype=self.s.dtype)[:, None]
+        return jnp.minimum(self.time_scale * self.rates[None, :] * ts, self.stop_clocks()[None, :])
+
+    def _observables(self, tau, per_mode_loss) -> Observables:
+        z = self.margins_at(tau)
+        u, vt, _ = self.unit_path(tau[..., self.unit_mode])
+        return {
+            "margins": z[..., self.mode_of_sample],
+            "loss": per_mode_loss(z) @ self.p,
+            "classification_error": (z <= 0).astype(z.dtype) @ self.p,
+            "first_layer_strengths": u,
+            "output_weights": vt * jnp.broadcast_to(self.labels[self.unit_mode], vt.shape),
+        }
+
+    def evaluate(self, ts: Times) -> Observables:
+        return self._observables(self.clocks(ts), lambda z: jax.nn.relu(1.0 - z))
+
+    def simulation_observables(self) -> dict:
+        """Observables for `solve_flow` matching `evaluate`: margins, loss, classification_error,
+        first_layer_strengths u_j = w_j·e_{k(j)} and output_weights v_j."""
+        F, unit_mode = self.features, self.unit_mode
+
+        def first_layer_strengths(t, params, flow):
+            w = flow.model(params).w
+            return jnp.take_along_axis(w @ F, unit_mode[:, None], axis=1)[:, 0]
+
+        def output_weights(t, params, flow):
+            return flow.model(params).a[0]
+
+        return {"margins": "margins", "loss": "loss", "classification_error": "classification_error",
+                "first_layer_strengths": first_layer_strengths, "output_weights": output_weights}
+
+
+def _death_clock(u0, vt0):
+    A, B = u0 + vt0, u0 - vt0
+    dies = (u0 > 0) & (A < 0)
+    safe = jnp.where(dies, -B / jnp.where(dies, A, -1.0), 2.0)
+    return jnp.where(dies, 0.5 * jnp.log(safe), jnp.inf)
+
+
+def _unit_path(u0, vt0, s, tau):
+    u0, vt0, s = (jnp.broadcast_to(a, tau.shape) for a in (u0, vt0, s))
+    A, B = u0 + vt0, u0 - vt0
+    tau_d = _death_clock(u0, vt0)
+    alive0 = u0 > 0
+    t = jnp.minimum(tau, tau_d)
+    u = 0.5 * (A * jnp.exp(t) + B * jnp.exp(-t))
+    vt = 0.5 * (A * jnp.exp(t) - B * jnp.exp(-t))
+    dead = tau >= tau_d
+    u = jnp.where(alive0, jnp.where(dead, 0.0, u), u0)
+    vt = jnp.where(alive0, vt, vt0)
+    contribution = jnp.where(alive0 & ~dead, 0.25 * s * (A**2 * jnp.exp(2 * t) - B**2 * jnp.exp(-2 * t)), 0.0)
+    return u, vt, contribution
+
+
+class TwoLayerModesCE(AbstractReducedODE):
+    """Cross-entropy clock of the independent modes (R1, R3c, R4, R5): dτ_k/dt = κλ_k σ(−z_k(τ_k))
+    solved by gflow's integrator; margins, weights and loss follow the R1 hyperbolas exactly.
+
+    ??? cite "Reference"
+        Tachet des Combes et al., arXiv:1809.06848 (2018).
+
+    Equivalent to the quadrature t(τ) = (1/λ)∫₀^τ (1 + e^{z}) dτ'. Same fields and observables as
+    `TwoLayerModes` (held in `modes`).
+    """
+
+    modes: TwoLayerModes
+
+    @classmethod
+    def from_flow(cls, flow, *, features=None, atol: float = 1e-10) -> "TwoLayerModesCE":
+        """Seed from a relu `TwoLayer` flow under `logistic`; regime errors as `TwoLayerModes`."""
+        F, mode_of, s, p, y, unit_mode, u0, vt0 = _two_layer_units(flow, cls.__name__, (logistic,),
+                                                                   features=features, atol=atol)
+        return cls(TwoLayerModes(s, p, y, u0, vt0, unit_mode, mode_of, F, flow.time_scale))
+
+    def initial_state(self):
+        return jnp.zeros_like(self.modes.s)
+
+    def vector_field(self, t, tau, args):
+        z = self.modes.margins_at(tau)
+        return self.modes.time_scale * self.modes.rates * jax.nn.sigmoid(-z)
+
+    def observables(self, t, tau):
+        return self.modes._observables(tau, lambda z: jax.nn.softplus(-z))
+
+
+# --- R4/R5: regions, crossing and death times, the error staircase ---------------------------
+
+#: Phase-map codes: dead at init, dies in training, recovers, correct from the start.
+REGION_D, REGION_F, REGION_R, REGION_S = 0, 1, 2, 3
+
+
+def phase_region(u0: Float[ArrayLike, "..."], vt0: Float[ArrayLike, "..."]) -> Int[Array, "..."]:
+    """R4 region of a unit's init (u₀, ṽ₀ = y v₀): D (u₀ ≤ 0), F (ṽ₀ ≤ −u₀), R (−u₀ < ṽ₀ ≤ 0),
+    S (ṽ₀ > 0), as the codes REGION_D/F/R/S. Identical for hinge and cross-entropy."""
+    u0, vt0 = jnp.asarray(u0), jnp.asarray(vt0)
+    return jnp.where(u0 <= 0, REGION_D, jnp.where(vt0 <= -u0, REGION_F, jnp.where(vt0 <= 0, REGION_R, REGION_S)))
+
+
+def _clock_integral(s, A, B, tau_end):
+    """∫₀^{τ_end} (1 + e^{z(τ)}) dτ, z = (s/4)(A²e^{2τ} − B²e^{−2τ}), by composite Gauss–Legendre
+    (the integrand lies in (1, 2] where z ≤ 0, so 16×24 nodes reach round-off)."""
+    nodes = jnp.asarray(_GL_NODES)
+    weights = jnp.asarray(_GL_WEIGHTS)
+    edges = jnp.linspace(0.0, 1.0, _GL_PANELS + 1)
+    mid = 0.5 * (edges[1:] + edges[:-1])
+    half = 0.5 * (edges[1:] - edges[:-1])
+    x = (mid[:, None] + half[:, None] * nodes[None, :]).reshape(-1)
+    w = (half[:, None] * weights[None, :]).reshape(-1)
+    tau = tau_end[..., None] * x
+    z = 0.25 * s[..., None] * (A[..., None] ** 2 * jnp.exp(2 * tau) - B[..., None] ** 2 * jnp.exp(-2 * tau))
+    return tau_end * jnp.sum(w * (1.0 + jnp.exp(z)), axis=-1)
+
+
+def crossing_time(
+    u0: Float[ArrayLike, "..."], vt0: Float[ArrayLike, "..."], s: Float[ArrayLike, "..."], rate: Float[ArrayLike, "..."], loss: str
+) -> Float[ArrayLike, "..."]:
+    """R5: time t_c at which a region-R mode (one unit) becomes correctly classified (z = 0).
+
+    Hinge: t_c = ln(B/A)/(2λ); cross-entropy: t_c = (1/λ)∫₀^{τ_c}(1 + eᶻ)dτ with τ_c = ½ ln(B/A).
+    `rate` = κλ = κ p s. 0 for region S, inf for D and F."""
+    u0, vt0, s, rate = (jnp.asarray(a) for a in (u0, vt0, s, rate))
+    region = phase_region(u0, vt0)
+    A, B = u0 + vt0, u0 - vt0
+    ok = region == REGION_R
+    tau_c = 0.5 * jnp.log(jnp.where(ok, B / jnp.where(ok, A, 1.0), 1.0))
+    if loss == "hinge":
+        t = tau_c / rate
+    elif loss == "logistic":
+        t = _clock_integral(s, A, B, tau_c) / rate
+    else:
+        raise ValueError(message("loss", "be 'hinge' or 'logistic'", repr(loss)))
+    return jnp.where(ok, t, jnp.where(region == REGION_S, 0.0, jnp.inf))
+
+
+def death_time(
+    u0: Float[ArrayLike, "..."], vt0: Float[ArrayLike, "..."], s: Float[ArrayLike, "..."], rate: Float[ArrayLike, "..."], loss: str
+) -> Float[ArrayLike, "..."]:
+    """R4: time at which a region-F unit dies (u = 0): τ_d/λ (hinge) or (1/λ)∫₀^{τ_d}(1+eᶻ)dτ (CE),
+    τ_d = ½ ln(−B/A); 0 for D, inf for R and S (and for A = 0, which only tends to 0)."""
+    u0, vt0, s, rate = (jnp.asarray(a) for a in (u0, vt0, s, rate))
+    tau_d = _death_clock(u0, vt0)
+    fin = jnp.isfinite(tau_d)
+    tau = jnp.where(fin, tau_d, 0.0)
+    if loss == "hinge":
+        t = tau / rate
+    elif loss == "logistic":
+        t = _clock_integral(s, u0 + vt0, u0 - vt0, tau) / rate
+    else:
+        raise ValueError(message("loss", "be 'hinge' or 'logistic'", repr(loss)))
+    return jnp.where(u0 <= 0, 0.0, jnp.where(fin, t, jnp.inf))
+
+
+def ensemble_error(rate_times_t: Float[ArrayLike, "..."], loss: str = "hinge", *, conditional: bool = False):
+    """R5 ensemble curve for isotropic Gaussian (u₀, ṽ₀), one unit per mode: P(mode wrong at t) =
+    5/8 + arctan(e^{−2λt})/(2π) (hinge; λt instead of 2λt for CE at small init), or the
+    region-R conditional (4/π) arctan(e^{−2λt}) with `conditional=True`."""
+    x = jnp.asarray(rate_times_t)
+    arg = 2.0 * x if loss == "hinge" else x
+    r = jnp.arctan(jnp.exp(-arg))
+    return 4.0 / jnp.pi * r if conditional else 0.625 + r / (2.0 * jnp.pi)
+
+
+# --- R3a, R3b, R3d: closed forms of cross-entropy margins ----------------------------------------
+
+
+class BalancedCEMargins(AbstractTheory):
+    """R3a: balanced two-layer mode (u₀ = ṽ₀) under cross-entropy, the exact implicit solution
+    ln(z/z₀) + Ei(z) − Ei(z₀) = 2κλt, inverted by bracketed Newton in ln z.
+
+    ??? cite "Reference"
+        Tachet des Combes et al., arXiv:1809.06848 (2018).
+
+    Fields z0, rates λ = p s (K,), mode_of_sample (n,). Observable `margins` (T, n), `loss`.
+    """
+
+    z0: Float[Array, " K"]
+    rates: Float[Array, " K"]
+    p: Float[Array, " K"]
+    mode_of_sample: Int[Array, " n"]
+    time_scale: Float[Array, ""]
+
+    @classmethod
+    def from_flow(cls, flow, *, atol: float = 1e-10) -> "BalancedCEMargins":
+        """Seed from a logistic TwoLayer flow with one balanced (u₀ = ṽ₀ > 0) unit per mode."""
+        name = cls.__name__
+        _, mode_of, s, p, y, unit_mode, u0, vt0 = _two_layer_units(flow, name, (logistic,), atol=atol)
+        K = s.shape[0]
+        if sorted(unit_mode.tolist()) != list(range(K)) or np.any(u0 <= 0):
+            raise regime_error(name, "exactly one live unit per mode", f"units sit on modes {unit_mode.tolist()} "
+                               f"with u0 = {u0}")
+        unbalanced = np.abs(u0 - vt0) > atol * np.maximum(np.abs(u0), 1e-300)
+        if np.any(unbalanced):
+            j = int(np.argmax(unbalanced))
+            raise regime_error(name, "a balanced init u0 = ṽ0 on every unit",
+                               f"unit {j} has u0 = {u0[j]:.6g}, ṽ0 = {vt0[j]:.6g}", "Use TwoLayerModesCE.")
+        order = np.argsort(unit_mode)
+        z0 = s * u0[order] * vt0[order]
+        return cls(jnp.asarray(z0), jnp.asarray(p * s), jnp.asarray(p), jnp.asarray(mode_of), flow.time_scale)
+
+    def mode_margins(self, ts: Times) -> Float[Array, "T K"]:
+        ts = jnp.asarray(ts, dtype=self.z0.dtype)
+        rhs = 2.0 * self.time_scale * self.rates[None, :] * ts[:, None]
+
+        def one(z0, target):
+            lhs = lambda y, _: y - jnp.log(z0) + expi(jnp.exp(y)) - expi(z0)
+            return jnp.exp(invert_increasing(lhs, target, jnp.log(z0), jnp.log(700.0)))
+
+        return jax.vmap(jax.vmap(one, in_axes=(0, 0)), in_axes=(None, 0))(self.z0, rhs)
+
+    def late_time_margins(self, ts: Times, *, refined: bool = True) -> Float[Array, "T K"]:
+        """R3b asymptotics: z ≈ 1 − W₋₁(−e/(2κλt)) (refined, 2κλt > e²) or −W₋₁(−1/(2κλt))
+        (2κλt > e); NaN outside their range."""
+        x = 2.0 * self.time_scale * self.rates[None, :] * jnp.asarray(ts, dtype=self.z0.dtype)[:, None]
+        if refined:
+            return 1.0 - lambertw(-jnp.e / x, -1)
+        return -lambertw(-1.0 / x, -1)
+
+    def evaluate(self, ts: Times) -> Observables:
+        z = self.mode_margins(ts)
+        return {"margins": z[:, self.mode_of_sample], "loss": jax.nn.softplus(-z) @ self.p}

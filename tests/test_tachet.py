@@ -1,0 +1,213 @@
+"""Tachet des Combes et al. 2018 (shared/theory/tachet.md): theory vs float64 simulation.
+
+Every comparison solves the finite network with Dopri8 at rtol 1e-10 / atol 1e-12. The per-mode
+theories are exact, so the error is the solver's global error: smooth flows accumulate 10–100 ×
+rtol over several decades of log-time, hence the 1e-6 tolerance (≥ 30× headroom, tachet.md §3).
+The hinge kinks (stop at z = 1, unit death at u = 0) are passed as `jump_ts`, so the solver never
+steps across a discontinuity of the vector field.
+"""
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+from helpers import SOLVER_ATOL, SOLVER_RTOL
+
+import gflow as gf
+from gflow._data.tachet import orthogonal_features, proper_init
+from gflow._theory.tachet import (
+    REGION_D,
+    REGION_F,
+    REGION_R,
+    REGION_S,
+    BalancedCEMargins,
+    TwoLayerModes,
+    TwoLayerModesCE,
+    crossing_time,
+    death_time,
+    ensemble_error,
+    phase_region,
+)
+
+TOL = 1e-6
+SOLVER = diffrax.Dopri8()
+S4, COUNTS4, LABELS4 = (1.0, 2.0, 0.5, 1.5), (1, 2, 3, 2), (1.0, -1.0, 1.0, -1.0)
+
+
+def mode_flow(u0, vt0, loss, *, norms=S4, counts=COUNTS4, labels=LABELS4, key=jr.PRNGKey(0)):
+    data = orthogonal_features(norms, counts, labels, len(norms))
+    w, a = proper_init(jnp.asarray(u0), jnp.asarray(vt0), jnp.asarray(labels), len(norms), key=key)
+    model = gf.TwoLayer(len(norms), len(norms), "relu", w=w, a=a)
+    return gf.GradientFlow(model, loss, data)
+
+
+def simulate(flow, theory, ts, jump_ts=None, **kw):
+    return gf.solve_flow(flow, ts[-1], ts=ts, observables=theory.simulation_observables(), solver=SOLVER,
+                         rtol=SOLVER_RTOL, atol=SOLVER_ATOL, jump_ts=jump_ts, max_steps=200_000, **kw)
+
+
+def finite(x):
+    x = np.asarray(x)
+    return jnp.asarray(x[np.isfinite(x)])
+
+
+# --- T1, T2: hinge closed form -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def hinge_case():
+    flow = mode_flow((0.1, 0.1, 0.2, 0.05), (0.1, 0.05, -0.1, 0.15), gf.hinge)
+    theory = TwoLayerModes.from_flow(flow)
+    ts = jnp.logspace(-3, 3, 61)
+    sol = simulate(flow, theory, ts, jump_ts=finite(theory.kink_times()), save_params=False)
+    return flow, theory, sol
+
+
+def test_T1_off_diagonal_frozen(hinge_case):
+    flow, theory, sol = hinge_case
+    w0, w1 = np.asarray(flow.params0.w), np.asarray(sol.params_final.w)
+    off = ~np.eye(4, dtype=bool)
+    assert np.max(np.abs(w1[off] - w0[off])) <= 1e-12
+
+
+def test_T2_hinge_closed_form(hinge_case):
+    flow, theory, sol = hinge_case
+    err = gf.compare(theory, sol)
+    for name in ("margins", "first_layer_strengths", "output_weights", "loss"):
+        assert float(err[name]) < TOL, (name, err)
+    # The closed-form stop time t_h = ln X/(2λ), X = [2/s + √(4/s² + A²B²)]/A² (one unit per mode).
+    s, lam = theory.s, theory.rates
+    A, B = theory.u0 + theory.vt0, theory.u0 - theory.vt0
+    X = (2 / s + jnp.sqrt(4 / s**2 + A**2 * B**2)) / A**2
+    assert np.allclose(theory.stop_times(), jnp.log(X) / (2 * lam), rtol=1e-13)
+    # Negative control: frequencies ignored (p = 1/4).
+    wrong = eqx.tree_at(lambda t: t.p, theory, jnp.full(4, 0.25))
+    assert float(gf.compare(wrong, sol, ["margins"])["margins"]) > 100 * TOL
+
+
+# --- T4: cross-entropy, general init (reduced clock ODE) ----------------------------------------
+
+def test_T4_cross_entropy_general_init():
+    flow = mode_flow((0.1, 0.3, 0.2, 0.05), (-0.04, 0.05, -0.15, 0.2), gf.logistic)
+    theory = TwoLayerModesCE.from_flow(flow)
+    ts = jnp.geomspace(6e-3, 9e7, 60)
+    sol = simulate(flow, theory.modes, ts)
+    predicted = theory.evaluate(ts, solver=SOLVER, rtol=1e-13, atol=1e-14)
+    for name in ("margins", "first_layer_strengths", "output_weights"):
+        err = gf.relative_error(sol.observables[name], predicted[name])
+        assert float(err) < TOL, (name, float(err))
+    # Negative control: ṽ0 × 0.98.
+    wrong = eqx.tree_at(lambda t: t.modes.vt0, theory, theory.modes.vt0 * 0.98)
+    err = gf.relative_error(sol.observables["margins"], wrong.evaluate(ts, solver=SOLVER, rtol=1e-12, atol=1e-14)["margins"])
+    assert float(err) > 100 * TOL
+
+
+# --- T3, T3b: balanced cross-entropy, Ei implicit form and W₋₁ asymptotics -----------------------
+
+def test_T3_balanced_ei_form():
+    u0 = jnp.array([0.1, 0.1, 0.2, 0.05])
+    flow = mode_flow(u0, u0, gf.logistic)
+    theory = BalancedCEMargins.from_flow(flow)
+    ts = jnp.logspace(-2, 5, 50)
+    sol = gf.solve_flow(flow, ts[-1], ts=ts, observables=["margins", "loss"], solver=SOLVER,
+                        rtol=SOLVER_RTOL, atol=SOLVER_ATOL)
+    err = gf.compare(theory, sol)
+    assert float(err["margins"]) < TOL and float(err["loss"]) < TOL, err
+    wrong = BalancedCEMargins.from_flow(mode_flow(u0 * 1.01, u0 * 1.01, gf.logistic))
+    assert float(gf.compare(wrong, sol, ["margins"])["margins"]) > 100 * TOL * 0.1  # table: 2e-2 vs 1e-6
+
+
+def test_T3b_lambert_asymptotics_improve():
+    theory = BalancedCEMargins(jnp.array([0.01]), jnp.array([0.125]), jnp.array([1.0]), jnp.array([0]),
+                               jnp.asarray(1.0))
+    ts = jnp.array([1e2, 1e3, 1e5, 1e12])
+    exact = theory.mode_margins(ts)[:, 0]
+    first = np.abs(theory.late_time_margins(ts, refined=False)[:, 0] / exact - 1)
+    second = np.abs(theory.late_time_margins(ts)[:, 0] / exact - 1)
+    assert np.all(np.diff(first) < 0) and np.all(np.diff(second) < 0)
+    assert second[-1] < 1e-3 and np.all(second < first)
+    assert np.all(exact[exact > 12] > 0) and second[np.asarray(exact) > 12].max() < 1e-3
+
+
+# --- T5, T6: crossing times, the failed region -------------------------------------------------
+
+@pytest.fixture(scope="module", params=["hinge", "logistic"])
+def twin_case(request):
+    loss = request.param
+    u0 = jnp.array([0.1, 0.1])
+    vt0 = jnp.array([-0.98, -1.02]) * u0  # mode 0 in R, mode 1 in F
+    flow = mode_flow(u0, vt0, getattr(gf, loss), norms=(1.0, 1.0), counts=(1, 1), labels=(1.0, 1.0))
+    lam = jnp.array([0.5, 0.5])
+    t_c = float(crossing_time(u0[0], vt0[0], 1.0, lam[0], loss))
+    t_d = float(death_time(u0[1], vt0[1], 1.0, lam[1], loss))
+    control = 1.1 * t_c if loss == "hinge" else 0.5 * float(jnp.log((u0[0] - vt0[0]) / (u0[0] + vt0[0])) / lam[0])
+    before = jnp.geomspace(1e-2, 0.99 * t_d, 30)
+    ts = jnp.sort(jnp.concatenate([before, jnp.array([t_c, control, t_d * 1.5, 1e4])]))
+    theory = (TwoLayerModes if loss == "hinge" else TwoLayerModesCE).from_flow(flow)
+    modes = theory if loss == "hinge" else theory.modes
+    jumps = finite(modes.kink_times()) if loss == "hinge" else jnp.array([t_d])
+    sol = simulate(flow, modes, ts, jump_ts=jumps)
+    return loss, theory, modes, sol, ts, dict(t_c=t_c, t_d=t_d, control=control)
+
+
+def _time_error(sol, ts, modes, t):
+    """|z_sim(t)| / (t ż): the crossing-time error the simulated margin at the predicted t_c means."""
+    i = int(np.argmin(np.abs(np.asarray(ts) - t)))
+    z = float(sol.observables["margins"][i, 0])
+    u, v = float(sol.observables["first_layer_strengths"][i, 0]), float(sol.observables["output_weights"][i, 0])
+    zdot = 0.5 * 1.0 * (u**2 + v**2) * (0.5 if modes is None else 1.0)  # λ s (u² + ṽ²) g(0)
+    return abs(z) / (abs(zdot) * t)
+
+
+def test_T5_crossing_time(twin_case):
+    loss, theory, modes, sol, ts, times = twin_case
+    g0 = 1.0 if loss == "hinge" else 0.5
+    i_c = int(np.argmin(np.abs(np.asarray(ts) - times["t_c"])))
+    i_x = int(np.argmin(np.abs(np.asarray(ts) - times["control"])))
+
+    def time_error(i):
+        z = float(sol.observables["margins"][i, 0])
+        u = float(sol.observables["first_layer_strengths"][i, 0])
+        v = float(sol.observables["output_weights"][i, 0])
+        return abs(z) / (0.5 * (u**2 + v**2) * g0 * float(ts[i]))  # |z| / (t · λ s (u² + ṽ²) g(0))
+
+    # 1e-8: z(t_c) = 0 to the solver's ~1e-10 relative accuracy at t_c.
+    assert time_error(i_c) < 1e-8
+    assert time_error(i_x) > 100 * 1e-8
+    if loss == "logistic":  # CE recovery takes between 1× and 2× the hinge time, → 2× at small init.
+        t_h = float(crossing_time(0.1, -0.098, 1.0, 0.5, "hinge"))
+        assert t_h < times["t_c"] < 2 * t_h
+
+
+def test_T6_failed_region(twin_case):
+    loss, theory, modes, sol, ts, times = twin_case
+    before = np.asarray(ts) < times["t_d"]
+    pred = modes.evaluate(ts) if loss == "hinge" else theory.evaluate(ts, solver=SOLVER, rtol=1e-13, atol=1e-14)
+    u_sim = np.asarray(sol.observables["first_layer_strengths"])[before, 1]
+    u_th = np.asarray(pred["first_layer_strengths"])[before, 1]
+    assert np.max(np.abs(u_sim - u_th) / np.abs(u_th)) < TOL
+    z_final = np.asarray(sol.observables["margins"])[-1]
+    assert abs(z_final[1]) < 1e-8  # dead: f = 0 on the mode
+    assert np.all(np.abs(np.asarray(sol.observables["first_layer_strengths"])[np.asarray(ts) > times["t_d"], 1]) < 1e-10)
+    twin = 1.0 if loss == "hinge" else 11.55
+    assert abs(z_final[0] - twin) < (1e-6 if loss == "hinge" else 1e-2)
+    # Negative control: the twin's margin is far from 0.
+    assert abs(z_final[0]) > 100 * 1e-8
+
+
+def test_regions_and_ensemble():
+    u = jnp.array([-0.1, 0.1, 0.1, 0.1, 0.0])
+    v = jnp.array([0.3, -0.2, -0.05, 0.2, 0.1])
+    assert phase_region(u, v).tolist() == [REGION_D, REGION_F, REGION_R, REGION_S, REGION_D]
+    # Monte Carlo of the isotropic-Gaussian ensemble (hinge): P(wrong at t).
+    key = jr.PRNGKey(1)
+    u0, v0 = jr.normal(key, (2, 200_000))
+    lam_t = jnp.array([0.05, 0.3, 1.0, 3.0])
+    tc = crossing_time(u0, v0, 1.0, 1.0, "hinge")
+    region = phase_region(u0, v0)
+    wrong = jnp.mean((region <= REGION_F)[None, :] | (tc[None, :] > lam_t[:, None]), axis=1)
+    err = np.max(np.abs(np.asarray(wrong) / np.asarray(ensemble_error(lam_t)) - 1))
+    assert err < 1e-2
+    assert np.max(np.abs(np.asarray(wrong) / np.asarray(ensemble_error(lam_t / 2)) - 1)) > 1e-2
