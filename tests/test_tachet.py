@@ -18,12 +18,14 @@ from helpers import SOLVER_ATOL, SOLVER_RTOL
 
 import gflow as gf
 from gflow._data.tachet import orthogonal_features, proper_init
+from gflow._special import wrightomega as gf_wrightomega
 from gflow._theory.tachet import (
     REGION_D,
     REGION_F,
     REGION_R,
     REGION_S,
     BalancedCEMargins,
+    LinearCEMargins,
     TwoLayerModes,
     TwoLayerModesCE,
     crossing_time,
@@ -211,3 +213,37 @@ def test_regions_and_ensemble():
     err = np.max(np.abs(np.asarray(wrong) / np.asarray(ensemble_error(lam_t)) - 1))
     assert err < 1e-2
     assert np.max(np.abs(np.asarray(wrong) / np.asarray(ensemble_error(lam_t / 2)) - 1)) > 1e-2
+
+
+# --- T7, T9a: linear classifier (Wright omega), gradient starvation ------------------------------
+
+def _linear_weights(t, params, flow):
+    return flow.model(params).v[0]
+
+
+def test_T7_linear_wright_omega():
+    data = orthogonal_features(S4, COUNTS4, LABELS4, 4)
+    _, v = gf.proper_chain_init(jnp.array([[0.1, -0.2, 0.3, 0.0]]), jnp.asarray(LABELS4), 4)
+    flow = gf.GradientFlow(gf.ReLUChain((), v), gf.logistic, data)
+    theory = LinearCEMargins.from_flow(flow)
+    ts = jnp.logspace(-3, 6, 40)
+    sol = gf.solve_flow(flow, ts[-1], ts=ts, observables={"margins": "margins", "weights": _linear_weights},
+                        solver=SOLVER, rtol=SOLVER_RTOL, atol=SOLVER_ATOL)
+    err = gf.compare(theory, sol)
+    assert float(err["margins"]) < TOL and float(err["weights"]) < TOL, err
+    wrong = eqx.tree_at(lambda t: t.s, theory, jnp.sqrt(theory.s))  # rate p·s instead of p·s²
+    assert float(gf.compare(wrong, sol, ["margins"])["margins"]) > 100 * TOL
+
+
+def test_T9a_starvation_linear():
+    data = gf.cooccurring_features((2.0, 0.5), (1, 0), 2)
+    flow = gf.GradientFlow(gf.ReLUChain((), jnp.zeros((1, 2))), gf.logistic, data)
+    theory = LinearCEMargins.from_flow(flow)
+    ts = jnp.logspace(-2, 7, 40)
+    sol = gf.solve_flow(flow, ts[-1], ts=ts, observables={"weights": _linear_weights}, solver=SOLVER,
+                        rtol=SOLVER_RTOL, atol=SOLVER_ATOL)
+    w_th = theory.evaluate(ts)["weights"]
+    assert float(gf.relative_error(sol.observables["weights"], w_th)) < TOL
+    # Feature 2 gets s₂²/|x|² = 1/17 of the margin; control: feature 2 trained alone (rate s₂²).
+    alone = jnp.log(gf_wrightomega(0.25 * ts + 1.0)) / 0.5  # w₂ with z₂ = 0.5 w₂ alone
+    assert float(gf.relative_error(sol.observables["weights"][:, 1], alone)) > 100 * TOL

@@ -16,7 +16,7 @@ class ReLUChain(AbstractModel):
     et al. 2018 (see `gflow.proper_chain_init`).
     """
 
-    weights: tuple[Float[Array, "out in"], ...]
+    weights: tuple[Float[Array, "out in"], ...] | None  # None for L = 1 (an empty tuple trips diffrax)
     v: Float[Array, "1 h"]
 
     def __init__(self, weights: Sequence[Array], v: Array):
@@ -30,16 +30,16 @@ class ReLUChain(AbstractModel):
                                          f"layer {l})", f"shape {weights[l].shape}"))
         if weights and v.shape[1] != weights[-1].shape[0]:
             raise ValueError(message("v", f"have shape (1, {weights[-1].shape[0]})", f"shape {v.shape}"))
-        self.weights = weights
+        self.weights = weights if weights else None
         self.v = v
 
     @property
     def depth(self) -> int:
-        return len(self.weights) + 1
+        return 1 if self.weights is None else len(self.weights) + 1
 
     def __call__(self, x: Float[Array, " d"]) -> Float[Array, " 1"]:
         h = x
-        for w in self.weights:
+        for w in self.weights or ():
             h = jax.nn.relu(w @ h)
         return self.v @ h
 

@@ -20,7 +20,7 @@ from .._custom_types import Observables, Times
 from .._data.base import Dataset
 from .._losses import hinge, logistic
 from .._models.two_layer import TwoLayer
-from .._special import expi, invert_increasing, lambertw
+from .._special import expi, invert_increasing, lambertw, wrightomega
 from .._validate import check_float_array, is_concrete, message, regime_error
 from .base import AbstractReducedODE, AbstractTheory
 
@@ -449,3 +449,62 @@ class BalancedCEMargins(AbstractTheory):
     def evaluate(self, ts: Times) -> Observables:
         z = self.mode_margins(ts)
         return {"margins": z[:, self.mode_of_sample], "loss": jax.nn.softplus(-z) @ self.p}
+
+
+class LinearCEMargins(AbstractTheory):
+    """R3d (and R8a): a linear classifier f = w·x under cross-entropy on orthogonal modes.
+
+    ??? cite "Reference"
+        Tachet des Combes et al., arXiv:1809.06848 (2018).
+
+    Per mode dz/dt = κ p s² σ(−z), so z + eᶻ = K(t) = κ p s² t + z₀ + e^{z₀} and
+    z(t) = ln ω(K(t)) (ω the Wright omega function, exact). The weights move only along the
+    features: w(t) = w(0) + Σ_k y_k e_k (z_k(t) − z_k(0))/s_k. A single sample x = s₁e₁ + s₂e₂ is
+    one mode of norm |x| (R8a: feature 2 gets the share s₂²/|x|² of the margin).
+    Fields z0, p, s (K,), labels (K,), features (d, K), w0 (d,), mode_of_sample (n,).
+    Observables `margins` (T, n), `loss` (T,), `weights` (T, d).
+    """
+
+    z0: Float[Array, " K"]
+    p: Float[Array, " K"]
+    s: Float[Array, " K"]
+    labels: Float[Array, " K"]
+    features: Float[Array, "d K"]
+    w0: Float[Array, " d"]
+    mode_of_sample: Int[Array, " n"]
+    time_scale: Float[Array, ""]
+
+    @classmethod
+    def from_flow(cls, flow, *, atol: float = 1e-10) -> "LinearCEMargins":
+        """Seed from a depth-1 `ReLUChain` (f = v·x) under `logistic` on orthogonal modes."""
+        from .._models.chain import ReLUChain
+
+        name = cls.__name__
+        model = flow.model0
+        if not isinstance(model, ReLUChain) or model.depth != 1:
+            raise regime_error(name, "a linear classifier (ReLUChain with no hidden layer)",
+                               f"got {type(model).__name__}")
+        if flow.loss is not logistic:
+            raise regime_error(name, "the logistic loss", f"got {getattr(flow.loss, '__name__', flow.loss)}")
+        if not isinstance(flow.data, Dataset):
+            raise regime_error(name, "a finite Dataset", f"got {type(flow.data).__name__}")
+        _concrete("from_flow", model.v, flow.data.x)
+        F, mode_of, s, p, y = feature_modes(flow.data, name, atol=atol)
+        w0 = np.asarray(model.v)[0]
+        z0 = y * s * (w0 @ F)
+        arr = lambda a: jnp.asarray(a, dtype=model.v.dtype)
+        return cls(arr(z0), arr(p), arr(s), arr(y), arr(F), arr(w0), jnp.asarray(mode_of), flow.time_scale)
+
+    def mode_margins(self, ts: Times) -> Float[Array, "T K"]:
+        ts = jnp.asarray(ts, dtype=self.z0.dtype)[:, None]
+        K = (self.time_scale * self.p * self.s**2)[None, :] * ts + (self.z0 + jnp.exp(self.z0))[None, :]
+        return jnp.log(wrightomega(K))
+
+    def evaluate(self, ts: Times) -> Observables:
+        z = self.mode_margins(ts)
+        shift = (z - self.z0[None, :]) * (self.labels / self.s)[None, :]
+        return {
+            "margins": z[:, self.mode_of_sample],
+            "loss": jax.nn.softplus(-z) @ self.p,
+            "weights": self.w0[None, :] + shift @ self.features.T,
+        }
