@@ -7,6 +7,8 @@ The hinge kinks (stop at z = 1, unit death at u = 0) are passed as `jump_ts`, so
 steps across a discontinuity of the vector field.
 """
 
+import re
+
 import diffrax
 import equinox as eqx
 import jax
@@ -247,3 +249,124 @@ def test_T9a_starvation_linear():
     # Feature 2 gets s₂²/|x|² = 1/17 of the margin; control: feature 2 trained alone (rate s₂²).
     alone = jnp.log(gf_wrightomega(0.25 * ts + 1.0)) / 0.5  # w₂ with z₂ = 0.5 w₂ alone
     assert float(gf.relative_error(sol.observables["weights"][:, 1], alone)) > 100 * TOL
+
+
+# --- T11: the 0-1 error staircase; the phase map on a 64×64 grid ---------------------------------
+
+def staircase_flow(loss):
+    key = jr.PRNGKey(7)
+    k1, k2, k3, k4, k5 = jr.split(key, 5)
+    K = 12
+    s = jr.uniform(k1, (K,), minval=0.5, maxval=2.0)
+    counts = [int(c) for c in jr.randint(k2, (K,), 1, 4)]
+    labels = jnp.where(jr.bernoulli(k3, 0.5, (K,)), 1.0, -1.0)
+    u0 = 0.1 * jr.uniform(k4, (K,), minval=0.5, maxval=1.5)
+    frac = jr.uniform(k5, (K,), minval=0.1, maxval=0.9)
+    vt0 = -frac * u0                                   # modes 0–7: R
+    vt0 = vt0.at[8:10].set(frac[8:10] * u0[8:10])     # S
+    u0 = u0.at[10].set(-0.1)                           # D
+    vt0 = vt0.at[11].set(-1.5 * u0[11])                # F
+    data = orthogonal_features(tuple(float(x) for x in s), counts, labels, K)
+    w, a = proper_init(u0, vt0, labels, K, key=jr.PRNGKey(8))
+    return gf.GradientFlow(gf.TwoLayer(K, K, "relu", w=w, a=a), loss, data)
+
+
+@pytest.mark.parametrize("loss", ["hinge", "logistic"])
+def test_T11_error_staircase(loss):
+    flow = staircase_flow(getattr(gf, loss))
+    modes = TwoLayerModes.from_flow(flow) if loss == "hinge" else TwoLayerModesCE.from_flow(flow).modes
+    ts = jnp.logspace(-2, 4, 300)
+    jumps = finite(modes.kink_times()) if loss == "hinge" else None
+    sol = gf.solve_flow(flow, ts[-1], ts=ts, observables=["classification_error"], solver=SOLVER,
+                        rtol=SOLVER_RTOL, atol=SOLVER_ATOL, jump_ts=jumps)
+    lam = modes.rates[modes.unit_mode]
+    s_unit = modes.s[modes.unit_mode]
+    p_unit = modes.p[modes.unit_mode]
+    region = phase_region(modes.u0, modes.vt0)
+    t_c = crossing_time(modes.u0, modes.vt0, s_unit, lam, loss)
+
+    def staircase(t_c):
+        wrong = (region <= REGION_F)[None, :] | (ts[:, None] < t_c[None, :])
+        return wrong.astype(ts.dtype) @ p_unit
+
+    assert np.array_equal(np.asarray(region), [REGION_R] * 8 + [REGION_S] * 2 + [REGION_D, REGION_F])
+    away = np.all(np.abs(np.asarray(ts)[:, None] / np.asarray(t_c)[None, :8] - 1) > 1e-6, axis=1)
+    sim = np.asarray(sol.observables["classification_error"])
+    assert np.array_equal(sim[away], np.asarray(staircase(t_c))[away])  # exact
+    other = 2.0 * t_c if loss == "hinge" else 0.5 * t_c  # the other loss's clock
+    assert np.max(np.abs(sim - np.asarray(staircase(other)))) > 0.05
+
+
+def test_phase_map_matches_simulation_on_64x64_grid():
+    """One vmapped solve over 4096 inits (u₀, ṽ₀) of a single unit on one mode (s = p = 1, CE):
+    the final margin is > 0 exactly where R4/R5 predict learning (S, or R with t_c < T)."""
+    grid = jnp.linspace(-1.0, 1.0, 64)
+    U, V = jnp.meshgrid(grid + 0.0071, grid + 0.013, indexing="ij")
+    data = orthogonal_features((1.0,), (1,), (1.0,), 1)
+    T = 100.0
+
+    def final_margin(u0, v0):
+        model = gf.TwoLayer(1, 1, "relu", w=u0.reshape(1, 1), a=v0.reshape(1, 1))
+        flow = gf.GradientFlow(model, gf.logistic, data)
+        sol = gf.solve_flow(flow, T, ts=jnp.array([T]), observables=["margins"], rtol=1e-8, atol=1e-10)
+        return sol.observables["margins"][-1, 0]
+
+    z = jax.jit(jax.vmap(final_margin))(U.ravel(), V.ravel())
+    region = phase_region(U.ravel(), V.ravel())
+    t_c = crossing_time(U.ravel(), V.ravel(), 1.0, 1.0, "logistic")
+    learned = (region == REGION_S) | ((region == REGION_R) & (t_c < T))
+    assert np.array_equal(np.asarray(z > 0), np.asarray(learned))
+    assert np.all(np.asarray(z)[np.asarray(region <= REGION_F)] == 0.0)  # dead units: f = 0 exactly
+    assert 0 < int(jnp.sum(region == REGION_F)) and 0 < int(jnp.sum(region == REGION_R))
+
+
+# --- Regime errors (R10) and transforms ------------------------------------------------------------
+
+def _flow(x, y, w, a, loss=gf.hinge, **kw):
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    model = gf.TwoLayer(x.shape[1], jnp.asarray(w).shape[0], "relu", w=jnp.asarray(w), a=jnp.asarray(a), **kw)
+    return gf.GradientFlow(model, loss, gf.Dataset(x, y))
+
+
+W2 = [[0.1, -0.2], [-0.3, 0.2]]
+A2 = [[0.1, 0.1]]
+
+
+@pytest.mark.parametrize("x, y, w, kw, match", [
+    ([[1.0, 0.0], [0.6, 0.8]], [1.0, 1.0], W2, {}, "samples 0 and 1 have cosine 0.6"),
+    ([[1.0, 1.0], [1.0, -1.0]], [1.0, 1.0], W2, {"features": jnp.eye(2)}, "sample 0 carries features 0 and 1"),
+    ([[1.0, 0.0], [0.0, 2.0]], [1.0, 1.0], [[0.1, 0.2], [-0.3, 0.2]], {}, "unit 0 is positive on modes 0 and 1"),
+    ([[1.0, 0.0], [2.0, 0.0]], [1.0, 1.0], W2, {}, "samples 0 and 1 of mode 0 have norms 1 and 2"),
+    ([[1.0, 0.0], [1.0, 0.0]], [1.0, -1.0], W2, {}, "samples 0 and 1 of mode 0 have labels +1 and -1"),
+])
+def test_regime_errors(x, y, w, kw, match):
+    flow = _flow(x, y, w, A2)
+    with pytest.raises(ValueError, match=re.escape(match)):
+        TwoLayerModes.from_flow(flow, **kw)
+
+
+def test_regime_errors_bias_balance_and_jit():
+    x, y = [[1.0, 0.0], [0.0, 2.0]], [1.0, -1.0]
+    with pytest.raises(ValueError, match="TwoLayerModes assumes a network without biases"):
+        TwoLayerModes.from_flow(_flow(x, y, W2, A2, bias=True))
+    with pytest.raises(ValueError, match="unit 0 has u0 = 0.1, ṽ0 = 0.2"):
+        BalancedCEMargins.from_flow(_flow(x, [1.0, 1.0], W2, [[0.2, 0.2]], loss=gf.logistic))
+    with pytest.raises(ValueError, match="TwoLayerModes assumes the loss hinge"):
+        TwoLayerModes.from_flow(_flow(x, y, W2, A2, loss=gf.logistic))
+    flow = _flow(x, y, W2, A2)
+    with pytest.raises(ValueError, match="`from_flow` must be called outside jit/vmap"):
+        jax.jit(lambda f: TwoLayerModes.from_flow(f).s)(flow)
+
+
+def test_theories_under_jit_and_vmap(hinge_case):
+    _, theory, _ = hinge_case
+    ts = jnp.logspace(-2, 2, 7)
+    plain = theory.evaluate(ts)["margins"]
+    assert np.allclose(jax.jit(lambda th: th.evaluate(ts)["margins"])(theory), plain, rtol=1e-13)
+    batch = jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), theory)
+    stacked = jax.vmap(lambda th: th.evaluate(ts)["margins"])(batch)
+    assert np.allclose(stacked[1], plain, rtol=1e-13)
+    t = jnp.array([0.5, 2.0])
+    one = crossing_time(0.1, -0.05, 1.0, 0.5, "logistic")
+    many = jax.jit(jax.vmap(lambda v: crossing_time(0.1, v, 1.0, 0.5, "logistic")))(jnp.array([-0.05, -0.02]))
+    assert np.isclose(many[0], one, rtol=1e-14) and t.shape == (2,)

@@ -337,6 +337,9 @@ def _clock_integral(s, A, B, tau_end):
     half = 0.5 * (edges[1:] - edges[:-1])
     x = (mid[:, None] + half[:, None] * nodes[None, :]).reshape(-1)
     w = (half[:, None] * weights[None, :]).reshape(-1)
+    s, A, B, tau_end = jnp.broadcast_arrays(s, A, B, tau_end)
+    lead = (1,) * tau_end.ndim
+    x, w = x.reshape(lead + x.shape), w.reshape(lead + w.shape)
     tau = tau_end[..., None] * x
     z = 0.25 * s[..., None] * (A[..., None] ** 2 * jnp.exp(2 * tau) - B[..., None] ** 2 * jnp.exp(-2 * tau))
     return tau_end * jnp.sum(w * (1.0 + jnp.exp(z)), axis=-1)
@@ -349,7 +352,7 @@ def crossing_time(
 
     Hinge: t_c = ln(B/A)/(2λ); cross-entropy: t_c = (1/λ)∫₀^{τ_c}(1 + eᶻ)dτ with τ_c = ½ ln(B/A).
     `rate` = κλ = κ p s. 0 for region S, inf for D and F."""
-    u0, vt0, s, rate = (jnp.asarray(a) for a in (u0, vt0, s, rate))
+    u0, vt0, s, rate = jnp.broadcast_arrays(*(jnp.asarray(a) for a in (u0, vt0, s, rate)))
     region = phase_region(u0, vt0)
     A, B = u0 + vt0, u0 - vt0
     ok = region == REGION_R
@@ -368,7 +371,7 @@ def death_time(
 ) -> Float[ArrayLike, "..."]:
     """R4: time at which a region-F unit dies (u = 0): τ_d/λ (hinge) or (1/λ)∫₀^{τ_d}(1+eᶻ)dτ (CE),
     τ_d = ½ ln(−B/A); 0 for D, inf for R and S (and for A = 0, which only tends to 0)."""
-    u0, vt0, s, rate = (jnp.asarray(a) for a in (u0, vt0, s, rate))
+    u0, vt0, s, rate = jnp.broadcast_arrays(*(jnp.asarray(a) for a in (u0, vt0, s, rate)))
     tau_d = _death_clock(u0, vt0)
     fin = jnp.isfinite(tau_d)
     tau = jnp.where(fin, tau_d, 0.0)
