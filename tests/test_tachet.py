@@ -27,6 +27,7 @@ from gflow._theory.tachet import (
     REGION_R,
     REGION_S,
     BalancedCEMargins,
+    FrequencyStarvation,
     LinearCEMargins,
     TwoLayerModes,
     TwoLayerModesCE,
@@ -370,3 +371,49 @@ def test_theories_under_jit_and_vmap(hinge_case):
     one = crossing_time(0.1, -0.05, 1.0, 0.5, "logistic")
     many = jax.jit(jax.vmap(lambda v: crossing_time(0.1, v, 1.0, 0.5, "logistic")))(jnp.array([-0.05, -0.02]))
     assert np.isclose(many[0], one, rtol=1e-14) and t.shape == (2,)
+
+
+def _first_two_weights(t, params, flow):
+    return flow.model(params).v[0, :2]
+
+
+def test_R8c_frequency_starvation_reduced_ode():
+    # The reduced ODE is exact for this flow: agreement at solver tolerance (both at rtol 1e-10).
+    data = gf.cooccurring_features((1.0, 1.0), (1, 3), 3)  # q = 1/4
+    flow = gf.GradientFlow(gf.ReLUChain((), jnp.array([[0.05, -0.1, 0.3]])), gf.logistic, data)
+    theory = FrequencyStarvation.from_flow(flow)
+    ts = jnp.logspace(-2, 4, 30)
+    sol = gf.solve_flow(flow, ts[-1], ts=ts, observables={"weights": _first_two_weights}, solver=SOLVER,
+                        rtol=SOLVER_RTOL, atol=SOLVER_ATOL)
+    pred = theory.evaluate(ts, solver=SOLVER, rtol=1e-12, atol=1e-14)
+    assert float(gf.relative_error(sol.observables["weights"], pred["weights"])) < TOL
+    w = np.asarray(pred["weights"])
+    assert np.all(np.diff(w[:, 0] - w[:, 1]) > 0)  # feature 2 always falls further behind
+    wrong = eqx.tree_at(lambda t: t.q, theory, jnp.asarray(0.5))
+    err = gf.relative_error(sol.observables["weights"], wrong.evaluate(ts, solver=SOLVER, rtol=1e-12, atol=1e-14)["weights"])
+    assert float(err) > 100 * TOL
+    with pytest.raises(ValueError, match="sample 1 is"):
+        FrequencyStarvation.from_flow(gf.GradientFlow(gf.ReLUChain((), jnp.zeros((1, 3))), gf.logistic,
+                                                      orthogonal_features((1.0, 1.0), (1, 1), (1.0, 1.0), 3)))
+
+
+def test_T9b_starvation_two_layer():
+    s1, s2 = 2.0, 0.5
+    data = gf.cooccurring_features((s1, s2), (1, 0), 2)
+    xhat = jnp.array([s1, s2]) / jnp.hypot(s1, s2)
+    alpha = jnp.array([0.2, 0.1, 0.15])
+    model = gf.TwoLayer(2, 3, "relu", w=alpha[:, None] * xhat[None, :], a=alpha[None, :])
+    flow = gf.GradientFlow(model, gf.logistic, data)
+    theory = TwoLayerModesCE.from_flow(flow)
+    ts = jnp.logspace(-2, 6, 30)
+    probe = jnp.array([[0.0, s2], [s1, 0.0]])
+    sol = gf.solve_flow(flow, ts[-1], ts=ts, observables={"margins": "margins", "probe": gf.outputs_at(probe)},
+                        solver=SOLVER, rtol=SOLVER_RTOL, atol=SOLVER_ATOL)
+    z = theory.evaluate(ts, solver=SOLVER, rtol=1e-12, atol=1e-14)["margins"][:, 0]
+    assert float(gf.relative_error(sol.observables["margins"][:, 0], z)) < TOL
+    response = jnp.stack([s2**2, s1**2])[None, :] / (s1**2 + s2**2) * z[:, None]
+    assert float(gf.relative_error(sol.observables["probe"][:, :, 0], response)) < TOL
+    # Control: feature 2 trained alone would follow R3a with s = s₂ (balanced, z₀ = s₂ Σα²).
+    alone = BalancedCEMargins(jnp.array([s2 * float(jnp.sum(alpha**2))]), jnp.array([s2]), jnp.array([1.0]),
+                              jnp.array([0]), jnp.asarray(1.0)).mode_margins(ts)[:, 0]
+    assert float(gf.relative_error(sol.observables["probe"][:, 0, 0], alone)) > 100 * TOL

@@ -511,3 +511,59 @@ class LinearCEMargins(AbstractTheory):
             "loss": jax.nn.softplus(-z) @ self.p,
             "weights": self.w0[None, :] + shift @ self.features.T,
         }
+
+
+class FrequencyStarvation(AbstractReducedODE):
+    """R8c: gradient starvation by frequency, as a 2-D reduced ODE (no closed form).
+
+    ??? cite "Reference"
+        Tachet des Combes et al., arXiv:1809.06848 (2018) ("gradient starvation").
+
+    Linear classifier f = w·x, label +1; a fraction q of the samples is x = s₁e₁ + s₂e₂, the rest
+    x = s₁e₁ (`gflow.cooccurring_features`). With m_b = s₁w₁ + s₂w₂ and m₁ = s₁w₁:
+    dw₁/dt = κ[q s₁ σ(−m_b) + (1−q) s₁ σ(−m₁)],  dw₂/dt = κ q s₂ σ(−m_b).
+    Since d(w₁/s₁ − w₂/s₂)/dt = κ(1−q)σ(−m₁) > 0, feature 2 always lags. State (w₁, w₂);
+    observable `weights` (T, 2) (the first two coordinates of w).
+    """
+
+    q: Float[Array, ""]
+    norms: Float[Array, " 2"]
+    w0: Float[Array, " 2"]
+    time_scale: Float[Array, ""]
+
+    @classmethod
+    def from_flow(cls, flow) -> "FrequencyStarvation":
+        """Seed from a depth-1 `ReLUChain` under `logistic` on `cooccurring_features` data."""
+        from .._models.chain import ReLUChain
+
+        name = cls.__name__
+        model = flow.model0
+        if not isinstance(model, ReLUChain) or model.depth != 1 or flow.loss is not logistic:
+            raise regime_error(name, "a linear classifier (depth-1 ReLUChain) under the logistic loss",
+                               f"got {type(model).__name__} with {getattr(flow.loss, '__name__', flow.loss)}")
+        _concrete("from_flow", model.v, flow.data.x)
+        x, y = np.asarray(flow.data.x), np.asarray(flow.data.y)[:, 0]
+        s1, s2 = x[0, 0], x[0, 1]
+        both = np.all(x == x[0], axis=1)
+        first = (x[:, 0] == s1) & np.all(x[:, 1:] == 0, axis=1)
+        bad = ~(both | first) | (y != 1)
+        if np.any(bad) or s2 == 0 or np.any(x[0, 2:] != 0):
+            i = int(np.argmax(bad)) if np.any(bad) else 0
+            raise regime_error(name, "samples s₁e₁ + s₂e₂ (first) or s₁e₁, all labelled +1 "
+                               "(gflow.cooccurring_features)", f"sample {i} is {x[i].tolist()} with label {y[i]:+g}")
+        dt = model.v.dtype
+        return cls(jnp.asarray(both.mean(), dt), jnp.asarray([s1, s2], dt), model.v[0, :2], flow.time_scale)
+
+    def initial_state(self):
+        return self.w0
+
+    def vector_field(self, t, w, args):
+        s1, s2 = self.norms[0], self.norms[1]
+        m_both = s1 * w[0] + s2 * w[1]
+        m_first = s1 * w[0]
+        g_both = self.q * jax.nn.sigmoid(-m_both)
+        d1 = s1 * (g_both + (1.0 - self.q) * jax.nn.sigmoid(-m_first))
+        return self.time_scale * jnp.stack([d1, s2 * g_both])
+
+    def observables(self, t, w):
+        return {"weights": w}
