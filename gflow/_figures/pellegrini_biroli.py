@@ -184,7 +184,7 @@ def slowing_down(out: Path, small: bool) -> list[Path]:
 @register("pb-width", "Deviation from mean-field vs width M: slope −1/2 over seeds (frozen-dataset control flat)")
 def width(out: Path, small: bool) -> list[Path]:
     plt = _pyplot()
-    widths, seeds, P = ((8, 32), 3, 40) if small else ((32, 64, 128, 256, 512), 8, 400)
+    widths, seeds, P = ((16, 64), 4, 80) if small else ((32, 64, 128, 256, 512), 8, 400)
     data = pb.separable_gaussian(P, 8, key=jr.PRNGKey(0), stratified=True, symmetrized=True)
     r = pb.finite_width_sweep(widths, seeds, data, key=jr.PRNGKey(2), alpha=2.0, rtol=1e-5, atol=1e-7)
     Ms = np.asarray(r.widths)

@@ -1,0 +1,194 @@
+"""Benchmark: the paper-scale mean-field hinge simulation of Pellegrini & Biroli 2020 (Fig. 1).
+
+M = 400 ReLU nodes, P = 10⁵ separable Gaussian samples, d = 100, α = h = 1, float64 by default,
+mean-field clock τ = α t / M, integrated to τ = `--t1`. Runs (same process, same problem):
+
+- `gflow`: `solve_flow` (Tsit5 + PID, rtol/atol given), compiled once; thousands of hinge kinks.
+- `gflow-gd`: gradient descent on the τ clock (Euler, Δτ = `--dtau`) in one `lax.scan`.
+- `diffrax-naive` (`--peers`): a hand-written `diffrax.diffeqsolve` on a flattened state.
+- `torch-gd` (`--peers`, if torch is installed): a plain PyTorch GD loop with the same Δτ.
+
+Each writes a JSON record to benchmarks/results/: device, dtype, matmul precision, num_steps,
+compile seconds, run seconds (min over `--repeats` after a warm-up), result code, and the final
+hinge loss. `--small` (M = 64, P = 2000, d = 20) runs on a laptop CPU in seconds.
+"""
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+import diffrax
+import jax.flatten_util
+import jax.numpy as jnp
+import jax.random as jr
+
+import gflow as gf
+from gflow._figures.pellegrini_biroli import gradient_descent_path
+from gflow._theory import pellegrini_biroli as pb
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def problem(M: int, P: int, d: int, dtype):
+    kd, km = jr.split(jr.PRNGKey(0))
+    data = pb.separable_gaussian(P, d, key=kd)
+    data = gf.Dataset(data.x.astype(dtype), data.y.astype(dtype))
+    model = gf.TwoLayer(d, M, "relu", scaling="mean_field", alpha=1.0, key=km)
+    model = jax.tree_util.tree_map(lambda x: x.astype(dtype) if eqx_is_array(x) else x, model)
+    return pb.mean_field_hinge_flow(model, data, 1.0)
+
+
+def eqx_is_array(x):
+    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.floating)
+
+
+def timed(fn, *args, repeats: int):
+    """(compile seconds, min run seconds, output): AOT-compile, warm up once, then time."""
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    out = jax.block_until_ready(compiled(*args))
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(compiled(*args))
+        runs.append(time.perf_counter() - t0)
+    return compile_s, min(runs), out
+
+
+def run_gflow(flow, t1, rtol, atol, repeats, max_steps):
+    def solve(flow):
+        sol = gf.solve_flow(flow, t1, num_times=11, observables=("loss",), rtol=rtol, atol=atol,
+                            throw=False, max_steps=max_steps)
+        return sol.stats["num_steps"], sol.observables["loss"][-1], sol.result._value, sol.t_final
+
+    c, r, (steps, loss, result, t_final) = timed(solve, flow, repeats=repeats)
+    return {"compile_s": c, "run_s": r, "num_steps": int(steps), "final_loss": float(loss),
+            "result": int(result), "t_final": float(t_final)}
+
+
+def run_gd(flow, t1, dtau, repeats):
+    every = max(1, int(round(t1 / dtau)) // 10)
+    saves = max(1, int(round(t1 / dtau)) // every)
+    teacher = jnp.eye(flow.data.d, dtype=flow.data.x.dtype)[0]
+
+    def gd(flow):
+        ts, obs, _ = gradient_descent_path(flow, dtau, saves, every, 1.0, teacher, flow.data.x[:8])
+        return obs["unsatisfied"][-1]
+
+    c, r, u = timed(gd, flow, repeats=repeats)
+    loss = float(flow.loss_value(gd_params(flow, dtau, saves * every)))
+    return {"compile_s": c, "run_s": r, "num_steps": saves * every, "final_unsatisfied": float(u),
+            "final_loss": loss}
+
+
+def gd_params(flow, dtau, steps):
+    def body(params, _):
+        return jax.tree_util.tree_map(lambda p, g: p + dtau * g, params, flow.vector_field(0.0, params)), None
+
+    return jax.jit(lambda f: jax.lax.scan(body, f.params0, None, length=steps)[0])(flow)
+
+
+def run_diffrax_naive(flow, t1, rtol, atol, repeats, max_steps):
+    """The peer: ravel the parameters and call diffeqsolve directly (no gflow layer)."""
+    flat0, unravel = jax.flatten_util.ravel_pytree(flow.params0)
+
+    def solve(flat0):
+        term = diffrax.ODETerm(lambda t, y, args: jax.flatten_util.ravel_pytree(flow.vector_field(t, unravel(y)))[0])
+        sol = diffrax.diffeqsolve(term, diffrax.Tsit5(), 0.0, t1, None, flat0,
+                                  stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+                                  max_steps=max_steps, throw=False)
+        return sol.stats["num_steps"], flow.loss_value(unravel(sol.ys[-1]))
+
+    c, r, (steps, loss) = timed(solve, flat0, repeats=repeats)
+    return {"compile_s": c, "run_s": r, "num_steps": int(steps), "final_loss": float(loss)}
+
+
+def run_torch_gd(flow, t1, dtau, repeats):
+    try:
+        import numpy as np
+        import torch
+    except ImportError:
+        return {"skipped": "torch not installed"}
+    model = flow.model0
+    x = torch.from_numpy(np.array(flow.data.x))
+    y = torch.from_numpy(np.array(flow.data.y[:, 0]))
+    M, d = model.width, model.d
+    scale = model.alpha / M
+    steps = int(round(t1 / dtau))
+    lr = dtau * M / model.alpha  # τ clock: Δθ = −Δτ (M/α) ∇L
+
+    def loop():
+        w = torch.from_numpy(np.array(model.w)).requires_grad_(True)
+        a = torch.from_numpy(np.array(model.a[0])).requires_grad_(True)
+        for _ in range(steps):
+            f = scale * torch.relu(x @ w.T / d**0.5) @ a
+            loss = torch.relu(1.0 - y * f).mean()
+            gw, ga = torch.autograd.grad(loss, (w, a))
+            with torch.no_grad():
+                w -= lr * gw
+                a -= lr * ga
+        with torch.no_grad():  # the loss after the last step, as for the other methods
+            f = scale * torch.relu(x @ w.T / d**0.5) @ a
+            return torch.relu(1.0 - y * f).mean().item()
+
+    loop()
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        loss = loop()
+        runs.append(time.perf_counter() - t0)
+    return {"compile_s": 0.0, "run_s": min(runs), "num_steps": steps, "final_loss": loss,
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def main(argv=None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true", help="M = 64, P = 2000, d = 20")
+    parser.add_argument("--t1", type=float, default=None, help="final τ (default 10; small 5)")
+    parser.add_argument("--dtau", type=float, default=0.01, help="GD step on the τ clock")
+    parser.add_argument("--rtol", type=float, default=1e-8)
+    parser.add_argument("--atol", type=float, default=1e-10)
+    parser.add_argument("--max-steps", type=int, default=200_000)
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--peers", action="store_true", help="also run naive diffrax and torch GD")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    M, P, d = (64, 2000, 20) if args.small else (400, 100_000, 100)
+    t1 = args.t1 if args.t1 is not None else (5.0 if args.small else 10.0)
+    repeats = args.repeats or 1
+    dtype = jnp.float64 if args.dtype == "float64" else jnp.float32
+    flow = problem(M, P, d, dtype)
+    record = {
+        "problem": "pellegrini_biroli", "M": M, "P": P, "d": d, "t1": t1, "rtol": args.rtol, "atol": args.atol,
+        "dtau": args.dtau, "dtype": args.dtype, "device": str(jax.devices()[0]), "backend": jax.default_backend(),
+        "matmul_precision": str(jax.config.jax_default_matmul_precision), "jax": jax.__version__,
+        "host": platform.machine(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "runs": {},
+    }
+    record["runs"]["gflow"] = run_gflow(flow, t1, args.rtol, args.atol, repeats, args.max_steps)
+    print("gflow", record["runs"]["gflow"], flush=True)
+    record["runs"]["gflow-gd"] = run_gd(flow, t1, args.dtau, repeats)
+    print("gflow-gd", record["runs"]["gflow-gd"], flush=True)
+    if args.peers:
+        record["runs"]["diffrax-naive"] = run_diffrax_naive(flow, t1, args.rtol, args.atol, repeats, args.max_steps)
+        print("diffrax-naive", record["runs"]["diffrax-naive"], flush=True)
+        record["runs"]["torch-gd"] = run_torch_gd(flow, t1, args.dtau, repeats)
+        print("torch-gd", record["runs"]["torch-gd"], flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = "small" if args.small else "full"
+    path = out / f"pellegrini_biroli_{tag}_{record['backend']}_{args.dtype}_{int(time.time())}.json"
+    path.write_text(json.dumps(record, indent=1))
+    print(f"wrote {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()
