@@ -77,8 +77,9 @@ def _relu_coefficients(degree: int) -> np.ndarray:
         j2 = k - 2
         if j2 % 2 == 0:
             j = j2 // 2
-            he0 = (-1) ** j * math.prod(range(1, 2 * j, 2))  # (2j−1)!!
-            c[k] = he0 / (math.sqrt(2 * math.pi) * math.sqrt(math.factorial(k)))
+            # He_{2j}(0) = (−1)^j (2j−1)!! = (−1)^j (2j)!/(2^j j!), in logs (k! overflows floats).
+            log_abs = math.lgamma(2 * j + 1) - j * math.log(2.0) - math.lgamma(j + 1) - 0.5 * math.lgamma(k + 1)
+            c[k] = (-1) ** j * math.exp(log_abs) / math.sqrt(2 * math.pi)
     return c
 
 
@@ -140,6 +141,14 @@ def power_series(coefficients: Float[Array, " K"], q: Float[Array, "*shape"]) ->
     for k in range(coefficients.shape[0] - 2, -1, -1):
         out = out * q + coefficients[k]
     return out
+
+
+def powers(s: Float[Array, " m"], degree: int) -> Float[Array, "m K"]:
+    """s^0 … s^K by repeated products (a float exponent would give NaN derivatives at s = 0)."""
+    out = [jnp.ones_like(s)]
+    for _ in range(degree):
+        out.append(out[-1] * s)
+    return jnp.stack(out, axis=-1)
 
 
 def warn_if_unlearnable(activation_coefficients, target_coefficients) -> None:
@@ -290,8 +299,7 @@ def order_parameters(t, params, flow) -> Float[Array, " K"]:
     """Observable M_k = c Σ_i a_i s_i^k, k = 0..K (c = 1/m in mean-field scaling), on SingleIndex data."""
     model = flow.model(params)
     s = flow.data.alignments(model)
-    k = jnp.arange(flow.data.degree + 1)
-    return model.output_scale * jnp.sum(model.a[0][:, None] * s[:, None] ** k, axis=0)
+    return model.output_scale * jnp.sum(model.a[0][:, None] * powers(s, flow.data.degree), axis=0)
 
 
 def alignments(t, params, flow) -> Float[Array, " m"]:

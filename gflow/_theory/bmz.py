@@ -12,7 +12,7 @@ import optimistix as optx
 from jaxtyping import Array, Float
 
 from .._custom_types import Observables, Times
-from .._data.single_index import SingleIndex, power_series, quantile_weights, warn_if_unlearnable
+from .._data.single_index import SingleIndex, power_series, powers, quantile_weights, warn_if_unlearnable
 from .._flow.solve import integrate
 from .._validate import check_float_array, check_positive, is_concrete, message, regime_error
 from .base import AbstractReducedODE
@@ -97,8 +97,7 @@ class SingleIndexMeanField(AbstractReducedODE):
     def order_parameters(self, state) -> Float[Array, " K"]:
         """M_k = (1/N) Σ a_i s_i^k, k = 0..K."""
         a, s = state
-        k = jnp.arange(self.degree + 1)
-        return jnp.mean(a[:, None] * s[:, None] ** k, axis=0)
+        return jnp.mean(a[:, None] * powers(s, self.degree), axis=0)
 
     def residuals(self, state) -> Float[Array, " K"]:
         """r_k = φ_k − σ_k M_k."""
@@ -177,8 +176,9 @@ class SingleIndexMeanField(AbstractReducedODE):
         def field(t, theta, args):
             return sig1 * (phi1 - sig1 * c * jnp.sinh(2.0 * theta)) / root_eps
 
-        sol = integrate(field, jnp.zeros((), ts.dtype), None, 0.0, ts[-1], ts=ts, save=lambda t, y, args: y, **kwargs)
-        return sol.observables
+        sol = integrate(field, jnp.zeros((), ts.dtype), None, 0.0, ts[-1], ts=ts,
+                        save=lambda t, y, args: {"theta": y}, **kwargs)
+        return sol.observables["theta"]
 
     def phase_one_time(self) -> Float[Array, ""]:
         """t_1 of the phase-1 scalar ODE: the time at which R ≈ P_1 + ½ r_1² crosses (P_0 + P_1)/2,
@@ -224,7 +224,7 @@ class SingleIndexMeanField(AbstractReducedODE):
 
             event = diffrax.Event(cond, root_finder=optx.Newton(rtol=rtol, atol=atol))
             sol = integrate(self.vector_field, state, None, t0, t1, ts=jnp.stack([t1]),
-                            save=lambda t, y, args: self.risk(y), solver=solver, rtol=rtol, atol=atol,
+                            save=lambda t, y, args: {"loss": self.risk(y)}, solver=solver, rtol=rtol, atol=atol,
                             event=event, throw=False, max_steps=max_steps)
             fired = jnp.isfinite(sol.event_time) & ~done
             t_exit = jnp.where(fired, sol.event_time, jnp.inf)
