@@ -145,7 +145,7 @@ def hyperbolas(out: Path, small: bool) -> list[Path]:
     return _save(fig, out, "pb-hyperbolas")
 
 
-@register("pb-rich-lazy", "γ(τ) and F(τ) for α ∈ {0.1, 1, 10}: the rich/lazy knob A = αλS0/h")
+@register("pb-rich-lazy", "γ(τ) and u(τ) for α ∈ {0.1, 1, 10}: the rich/lazy knob A = αλS0/h")
 def rich_lazy(out: Path, small: bool) -> list[Path]:
     plt = _pyplot()
     d = 20 if small else 100
