@@ -31,8 +31,9 @@ class SweepStoreError(ValueError):
     """An output directory that is not (or not this config's) gflow sweep store."""
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+def _atomic_write_text(path: Path, text: str, tmp_dir: Path | None = None) -> None:
+    """Write `path` all at once (write a temporary file, fsync, `os.replace`)."""
+    tmp = (path.parent if tmp_dir is None else tmp_dir) / f".{path.name}.{uuid.uuid4().hex}.tmp"
     with open(tmp, "w") as f:
         f.write(text)
         f.flush()
@@ -151,7 +152,8 @@ class ZarrStore:
         start = chunk * self.chunk_size
         for name, values in data.items():
             self.group[name][start : start + values.shape[0]] = values
-        _atomic_write_text(self._marker(chunk), "done\n")
+        # The temporary file lives beside done/, so done/ only ever holds complete markers.
+        _atomic_write_text(self._marker(chunk), "done\n", tmp_dir=self.path)
 
     def read(self, name: str) -> np.ndarray:
         return np.asarray(self.group[name][...])
