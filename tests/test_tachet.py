@@ -417,3 +417,10 @@ def test_T9b_starvation_two_layer():
     alone = BalancedCEMargins(jnp.array([s2 * float(jnp.sum(alpha**2))]), jnp.array([s2]), jnp.array([1.0]),
                               jnp.array([0]), jnp.asarray(1.0)).mode_margins(ts)[:, 0]
     assert float(gf.relative_error(sol.observables["probe"][:, 0, 0], alone)) > 100 * TOL
+
+
+def test_notebook_runs_small(tmp_path):
+    from helpers import REPO, run_notebook
+
+    ns = run_notebook(REPO / "notebooks" / "tachet2018.ipynb", GFLOW_OUT=str(tmp_path))
+    assert ns["SMALL"] and all(p.exists() for p in ns["paths"]) and len(ns["paths"]) == 2
