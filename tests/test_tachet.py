@@ -27,6 +27,7 @@ from gflow._theory.tachet import (
     REGION_R,
     REGION_S,
     BalancedCEMargins,
+    ChainModes,
     FrequencyStarvation,
     LinearCEMargins,
     TwoLayerModes,
@@ -424,3 +425,24 @@ def test_notebook_runs_small(tmp_path):
 
     ns = run_notebook(REPO / "notebooks" / "tachet2018.ipynb", GFLOW_OUT=str(tmp_path))
     assert ns["SMALL"] and all(p.exists() for p in ns["paths"]) and len(ns["paths"]) == 2
+
+
+@pytest.mark.parametrize("loss, t0, t1", [("hinge", 1e-2, 1e3), ("logistic", 11.0, 5e4)])
+def test_T8_depth_three(loss, t0, t1):
+    def flow_for(a0):
+        data = orthogonal_features((1.0, 2.0), (1, 3), (1.0, -1.0), 2)
+        weights, v = gf.proper_chain_init(jnp.stack([a0] * 3), jnp.array([1.0, -1.0]), 2)
+        return gf.GradientFlow(gf.ReLUChain(weights, v), getattr(gf, loss), data)
+
+    a0 = jnp.array([0.2, 0.1])
+    flow = flow_for(a0)
+    theory = ChainModes.from_flow(flow)
+    ts = jnp.geomspace(t0, t1, 30)
+    jumps = None
+    if loss == "hinge":  # the stop times t_h = (z0^{−1/3} − 1)/(p s^{2/3})
+        jumps = (theory.z0 ** (-1 / 3) - 1) / (theory.p * theory.s ** (2 / 3))
+    sol = gf.solve_flow(flow, t1, ts=ts, observables=["margins"], solver=SOLVER, rtol=SOLVER_RTOL,
+                        atol=SOLVER_ATOL, jump_ts=jumps)
+    assert float(gf.compare(theory, sol, ["margins"])["margins"]) < TOL
+    wrong = ChainModes.from_flow(flow_for(a0 * 1.01))
+    assert float(gf.compare(wrong, sol, ["margins"])["margins"]) > 100 * TOL

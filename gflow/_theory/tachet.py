@@ -567,3 +567,104 @@ class FrequencyStarvation(AbstractReducedODE):
 
     def observables(self, t, w):
         return {"weights": w}
+
+
+def _depth_clock_integral(z0, z, p, s, depth):
+    """t(z) = ∫_{z₀}^{z} (1 + e^ζ) dζ / (p L s^{2/L} ζ^{2−2/L}) in ln ζ, composite Gauss–Legendre."""
+    nodes = jnp.asarray(_GL_NODES)
+    weights = jnp.asarray(_GL_WEIGHTS)
+    edges = jnp.linspace(0.0, 1.0, _GL_PANELS + 1)
+    mid = 0.5 * (edges[1:] + edges[:-1])
+    half = 0.5 * (edges[1:] - edges[:-1])
+    x = (mid[:, None] + half[:, None] * nodes[None, :]).reshape(-1)
+    w = (half[:, None] * weights[None, :]).reshape(-1)
+    lo, hi = jnp.log(z0), jnp.log(z)
+    zeta = jnp.exp(lo + (hi - lo) * x)
+    integrand = (1.0 + jnp.exp(zeta)) * zeta ** (2.0 / depth - 1.0)
+    return (hi - lo) * jnp.sum(w * integrand) / (p * depth * s ** (2.0 / depth))
+
+
+class ChainModes(AbstractTheory):
+    """R6: balanced depth-L ReLU chain, one unit per mode and layer (`gflow.proper_chain_init`).
+
+    ??? cite "Reference"
+        Tachet des Combes et al., arXiv:1809.06848 (2018).
+
+    With every layer's strength on mode k equal to a_k, z_k = s_k a_k^L and
+    dz/dt = κ p L s^{2/L} z^{2−2/L} g(z). Hinge (L ≥ 3): z = [z₀^{−(L−2)/L} − (L−2)κ p s^{2/L} t]^{−L/(L−2)}
+    until z = 1 (then frozen); L = 2: z₀e^{2κpst}, L = 1: z₀ + κps²t. Cross-entropy: the exact
+    t(z) = ∫_{z₀}^{z}(1+e^ζ)dζ/(κpLs^{2/L}ζ^{2−2/L}), inverted by bracketed Newton.
+    Fields z0, p, s (K,), mode_of_sample (n,). Observables `margins` (T, n), `loss` (T,).
+    """
+
+    z0: Float[Array, " K"]
+    p: Float[Array, " K"]
+    s: Float[Array, " K"]
+    mode_of_sample: Int[Array, " n"]
+    time_scale: Float[Array, ""]
+    depth: int = eqx.field(static=True)
+    loss: str = eqx.field(static=True)
+
+    @classmethod
+    def from_flow(cls, flow, *, atol: float = 1e-10) -> "ChainModes":
+        """Seed from a `ReLUChain` flow under `hinge` or `logistic`; checks the diagonal, balanced
+        proper init mode by mode."""
+        from .._models.chain import ReLUChain
+
+        name = cls.__name__
+        model = flow.model0
+        if not isinstance(model, ReLUChain) or model.depth < 2:
+            raise regime_error(name, "a ReLUChain with at least one hidden layer", f"got {type(model).__name__}")
+        if flow.loss not in (hinge, logistic):
+            raise regime_error(name, "the hinge or logistic loss", f"got {getattr(flow.loss, '__name__', flow.loss)}")
+        _concrete("from_flow", model.v, flow.data.x)
+        F, mode_of, s, p, y = feature_modes(flow.data, name, atol=atol)
+        K = F.shape[1]
+        W = [np.asarray(w) for w in model.weights]
+        first = W[0] @ F
+        layers = [first] + W[1:]
+        strengths = []
+        for l, M in enumerate(layers):
+            if M.shape != (K, K) or np.any(M[~np.eye(K, dtype=bool)] > 0):
+                raise regime_error(name, "a diagonal proper init (one unit per mode, non-positive off-diagonals)",
+                                   f"layer {l + 1} has shape {M.shape} or a positive off-diagonal entry",
+                                   "Use gflow.proper_chain_init(...).")
+            strengths.append(np.diag(M))
+        strengths.append(np.asarray(model.v)[0] * y)
+        a = np.stack(strengths)
+        unbalanced = np.ptp(a, axis=0) > atol * np.abs(a[0])
+        if np.any(unbalanced) or np.any(a <= 0):
+            k = int(np.argmax(unbalanced | np.any(a <= 0, axis=0)))
+            raise regime_error(name, "a balanced init with positive strengths (every layer equal per mode)",
+                               f"mode {k} has layer strengths {a[:, k].tolist()}")
+        dt = model.v.dtype
+        z0 = s * a[0] ** model.depth
+        return cls(jnp.asarray(z0, dt), jnp.asarray(p, dt), jnp.asarray(s, dt), jnp.asarray(mode_of),
+                   flow.time_scale, model.depth, "hinge" if flow.loss is hinge else "logistic")
+
+    def mode_margins(self, ts: Times) -> Float[Array, "T K"]:
+        ts = jnp.asarray(ts, dtype=self.z0.dtype)
+        L = self.depth
+        if self.loss == "hinge":
+            t = self.time_scale * ts[:, None]
+            p, s, z0 = self.p[None, :], self.s[None, :], self.z0[None, :]
+            if L == 1:
+                z = z0 + p * s**2 * t
+            elif L == 2:
+                z = z0 * jnp.exp(2 * p * s * t)
+            else:
+                base = z0 ** (-(L - 2) / L) - (L - 2) * p * s ** (2.0 / L) * t
+                z = jnp.where(base > 1.0, jnp.maximum(base, 1.0) ** (-L / (L - 2)), 1.0)
+            return jnp.where(z0 >= 1.0, z0, jnp.minimum(z, 1.0))
+
+        def one(z0, p, s, t):
+            clock = lambda y, _: _depth_clock_integral(z0, jnp.exp(y), p, s, L)
+            return jnp.exp(invert_increasing(clock, self.time_scale * t, jnp.log(z0), jnp.log(700.0)))
+
+        per_time = jax.vmap(one, in_axes=(0, 0, 0, None))
+        return jax.vmap(per_time, in_axes=(None, None, None, 0))(self.z0, self.p, self.s, ts)
+
+    def evaluate(self, ts: Times) -> Observables:
+        z = self.mode_margins(ts)
+        per_mode = jax.nn.relu(1.0 - z) if self.loss == "hinge" else jax.nn.softplus(-z)
+        return {"margins": z[:, self.mode_of_sample], "loss": per_mode @ self.p}
