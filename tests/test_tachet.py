@@ -28,6 +28,7 @@ from gflow._theory.tachet import (
     REGION_S,
     BalancedCEMargins,
     ChainModes,
+    SoftmaxModes,
     FrequencyStarvation,
     LinearCEMargins,
     TwoLayerModes,
@@ -446,3 +447,31 @@ def test_T8_depth_three(loss, t0, t1):
     assert float(gf.compare(theory, sol, ["margins"])["margins"]) < TOL
     wrong = ChainModes.from_flow(flow_for(a0 * 1.01))
     assert float(gf.compare(wrong, sol, ["margins"])["margins"]) > 100 * TOL
+
+
+def _logit_gaps(t, params, flow):
+    F = jax.vmap(flow.model(params))(flow.data.x)
+    c = jnp.argmax(flow.data.y, axis=1)
+    other = (c + 1) % F.shape[1]
+    return jnp.take_along_axis(F, c[:, None], 1)[:, 0] - jnp.take_along_axis(F, other[:, None], 1)[:, 0]
+
+
+def test_T10_softmax_three_classes():
+    K, s = 3, 1.5
+    counts = (1, 2, 3)
+    c = np.repeat(np.arange(K), counts)
+    x = jnp.asarray(s * np.eye(K)[c])
+    y = jnp.asarray(np.eye(K)[c])
+    u0 = jnp.array([0.1, 0.2, 0.15])
+    w = jnp.where(jnp.eye(K, dtype=bool), jnp.diag(u0), -0.3)
+    a = jnp.diag(jnp.sqrt(K / (K - 1)) * u0)  # b0 = 0, a0 = m0 = √κ u0 (balanced)
+    flow = gf.GradientFlow(gf.TwoLayer(K, K, "relu", out_dim=K, w=w, a=a), gf.cross_entropy, gf.Dataset(x, y))
+    theory = SoftmaxModes.from_flow(flow)
+    ts = jnp.logspace(-2, 5, 30)
+    sol = gf.solve_flow(flow, ts[-1], ts=ts, observables={"logit_gaps": _logit_gaps, "loss": "loss"},
+                        solver=SOLVER, rtol=SOLVER_RTOL, atol=SOLVER_ATOL)
+    err = gf.compare(theory, sol)
+    assert float(err["logit_gaps"]) < TOL and float(err["loss"]) < TOL, err
+    # Control: the binary formula (K = 2 in the Ei term and κ).
+    binary = BalancedCEMargins(theory.z0, theory.p * theory.s, theory.p, theory.mode_of_sample, jnp.asarray(1.0))
+    assert float(gf.relative_error(sol.observables["logit_gaps"], binary.evaluate(ts)["margins"])) > 100 * TOL

@@ -668,3 +668,81 @@ class ChainModes(AbstractTheory):
         z = self.mode_margins(ts)
         per_mode = jax.nn.relu(1.0 - z) if self.loss == "hinge" else jax.nn.softplus(-z)
         return {"margins": z[:, self.mode_of_sample], "loss": per_mode @ self.p}
+
+
+class SoftmaxModes(AbstractTheory):
+    """R9: K-class softmax cross-entropy, class c = n_c samples s e_c, balanced proper init.
+
+    ??? cite "Reference"
+        Tachet des Combes et al., arXiv:1809.06848 (2018) (multi-class extension).
+
+    Logits F = V relu(W x) with W = diag(u) (plus non-positive off-diagonals) and column c of V
+    with diagonal a_c and equal off-diagonals b_c. With m = a − b, κ = K/(K−1) and the logit gap
+    z = F_c − F_{c'} = s u m: du/dt = p s m r, dm/dt = κ p s u r, r = (K−1)/(eᶻ + K − 1).
+    Balanced (m₀ = √κ u₀): ln(z/z₀) + [Ei(z) − Ei(z₀)]/(K−1) = 2κ_t p s √κ t (κ_t = time_scale),
+    inverted by bracketed Newton in ln z. Fields z0, p (K,), s, mode_of_sample (n,).
+    Observables `logit_gaps` (T, n) and `loss` (T,).
+    """
+
+    z0: Float[Array, " K"]
+    p: Float[Array, " K"]
+    s: Float[Array, ""]
+    mode_of_sample: Int[Array, " n"]
+    time_scale: Float[Array, ""]
+
+    @classmethod
+    def from_flow(cls, flow, *, atol: float = 1e-10) -> "SoftmaxModes":
+        """Seed from a relu `TwoLayer` with K outputs under `cross_entropy` (one-hot labels)."""
+        from .._losses import cross_entropy
+
+        name = cls.__name__
+        model = flow.model0
+        if not isinstance(model, TwoLayer) or model.b is not None or flow.loss is not cross_entropy:
+            raise regime_error(name, "a bias-free relu TwoLayer under cross_entropy", "got another setup")
+        _concrete("from_flow", model.w, flow.data.x)
+        x, y = np.asarray(flow.data.x), np.asarray(flow.data.y)
+        K = y.shape[1]
+        c = np.argmax(y, axis=1)
+        if K < 2 or not np.array_equal(y, np.eye(K)[c]):
+            raise regime_error(name, "one-hot labels with K ≥ 2 classes", f"got y of shape {y.shape}")
+        s = np.linalg.norm(x[0])
+        target = s * np.eye(x.shape[1])[c]
+        if not np.allclose(x, target, rtol=0, atol=atol * s):
+            i = int(np.argmax(np.any(~np.isclose(x, target, rtol=0, atol=atol * s), axis=1)))
+            raise regime_error(name, "class c = copies of s e_c (one norm s for all classes)",
+                               f"sample {i} of class {c[i]} is not s e_{c[i]}")
+        W, V = np.asarray(model.w)[:, :K], np.asarray(model.a)
+        off = ~np.eye(K, dtype=bool)
+        if W.shape[0] != K or np.any(W[off] > 0) or np.any(np.diag(W) <= 0):
+            raise regime_error(name, "W = diag(u > 0) plus non-positive off-diagonals (one unit per class)",
+                               "the first layer is not of that form", "Use gflow.proper_init-style weights.")
+        u, a = np.diag(W), np.diag(V)
+        b = np.array([V[(j + 1) % K, j] for j in range(K)])
+        equal = np.all([np.allclose(np.delete(V[:, j], j), b[j], rtol=0, atol=atol) for j in range(K)])
+        kappa = K / (K - 1)
+        m = a - b
+        if not equal or np.any(np.abs(m - np.sqrt(kappa) * u) > atol * np.abs(m)):
+            raise regime_error(name, "a balanced init: column c of V = (a_c on the diagonal, b_c elsewhere) "
+                               "with a_c − b_c = √(K/(K−1)) u_c", f"got u = {u.tolist()}, a − b = {m.tolist()}")
+        p = np.bincount(c, minlength=K) / len(c)
+        dt = model.w.dtype
+        return cls(jnp.asarray(s * u * m, dt), jnp.asarray(p, dt), jnp.asarray(s, dt), jnp.asarray(c),
+                   flow.time_scale)
+
+    def mode_margins(self, ts: Times) -> Float[Array, "T K"]:
+        K = self.z0.shape[0]
+        kappa = K / (K - 1)
+        ts = jnp.asarray(ts, dtype=self.z0.dtype)
+        rhs = 2.0 * self.time_scale * self.s * jnp.sqrt(kappa) * self.p[None, :] * ts[:, None]
+
+        def one(z0, target):
+            lhs = lambda y, _: y - jnp.log(z0) + (expi(jnp.exp(y)) - expi(z0)) / (K - 1)
+            return jnp.exp(invert_increasing(lhs, target, jnp.log(z0), jnp.log(700.0)))
+
+        return jax.vmap(jax.vmap(one), in_axes=(None, 0))(self.z0, rhs)
+
+    def evaluate(self, ts: Times) -> Observables:
+        z = self.mode_margins(ts)
+        K = self.z0.shape[0]
+        per_class = jnp.log1p((K - 1) * jnp.exp(-z))
+        return {"logit_gaps": z[:, self.mode_of_sample], "loss": per_class @ self.p}
