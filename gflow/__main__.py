@@ -158,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        # Everything after `bench` belongs to benchmarks/run.py (argparse's REMAINDER would
+        # reject a leading flag such as `gflow bench --small`).
+        return _bench(argparse.Namespace(rest=argv[1:]))
     args = build_parser().parse_args(argv)
     args.func(args)
 

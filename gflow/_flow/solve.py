@@ -174,6 +174,27 @@ def integrate(
     )
 
 
+# The save and event functions are Modules with static, module-level callables, so repeated
+# `solve_flow` calls with the same observables hit diffrax's compilation cache (a fresh closure
+# per call would recompile every time).
+class _SaveObservables(eqx.Module):
+    observables: tuple[tuple[str, Callable], ...] = eqx.field(static=True)
+
+    def __call__(self, t, params, flow):
+        return {name: fn(t, params, flow) for name, fn in self.observables}
+
+
+class _EventCondition(eqx.Module):
+    event: TrainingEvent
+
+    def __call__(self, t, y, args, **kwargs):
+        return self.event.cond(t, y, args)
+
+
+def _params(t, params, flow):
+    return params
+
+
 def _make_event(events, flow, rtol, atol) -> diffrax.Event | None:
     if events is None:
         return None
@@ -183,9 +204,7 @@ def _make_event(events, flow, rtol, atol) -> diffrax.Event | None:
     for i, ev in enumerate(events):
         if not isinstance(ev, TrainingEvent):
             raise TypeError(message(f"event[{i}]", "be a TrainingEvent (e.g. gflow.loss_below(1e-3))", type(ev).__name__))
-    conds = [
-        (lambda ev: lambda t, y, args, **kw: ev.cond(t, y, args))(ev) for ev in events
-    ]
+    conds = [_EventCondition(ev) for ev in events]
     directions = [ev.direction == "up" for ev in events]
     return diffrax.Event(conds, root_finder=optx.Newton(rtol=rtol, atol=atol), direction=directions)
 
@@ -234,10 +253,8 @@ def solve_flow(
     params0 = check_finite("initial parameters", params0)
     obs = resolve_observables(observables)
     if save_params:
-        obs = {**obs, "params": lambda t, params, flow: params}
-
-    def save(t, params, flow):
-        return {name: fn(t, params, flow) for name, fn in obs.items()}
+        obs = {**obs, "params": _params}
+    save = _SaveObservables(tuple(obs.items()))
 
     if rtol is None or atol is None:
         d_rtol, d_atol = default_tolerances(params0)

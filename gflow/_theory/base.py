@@ -46,6 +46,11 @@ class AbstractReducedODE(AbstractTheory):
     def observables(self, t, state) -> Observables:
         raise NotImplementedError
 
+    def _save_observables(self, t, state, args):
+        # A bound method of the Module (a pytree with a static function): repeated solves of
+        # same-shaped theories reuse diffrax's compiled solve instead of recompiling per call.
+        return self.observables(t, state)
+
     def solve(self, t1, *, ts: Times | None = None, **kwargs) -> FlowSolution:
         """Integrate the reduced ODE from 0 to `t1` (kwargs as in `solve_flow`)."""
         return integrate(
@@ -55,7 +60,7 @@ class AbstractReducedODE(AbstractTheory):
             0.0,
             t1,
             ts=ts,
-            save=lambda t, z, args: self.observables(t, z),
+            save=self._save_observables,
             **kwargs,
         )
 
