@@ -159,15 +159,6 @@ def twin_case(request):
     return loss, theory, modes, sol, ts, dict(t_c=t_c, t_d=t_d, control=control)
 
 
-def _time_error(sol, ts, modes, t):
-    """|z_sim(t)| / (t ż): the crossing-time error the simulated margin at the predicted t_c means."""
-    i = int(np.argmin(np.abs(np.asarray(ts) - t)))
-    z = float(sol.observables["margins"][i, 0])
-    u, v = float(sol.observables["first_layer_strengths"][i, 0]), float(sol.observables["output_weights"][i, 0])
-    zdot = 0.5 * 1.0 * (u**2 + v**2) * (0.5 if modes is None else 1.0)  # λ s (u² + ṽ²) g(0)
-    return abs(z) / (abs(zdot) * t)
-
-
 def test_T5_crossing_time(twin_case):
     loss, theory, modes, sol, ts, times = twin_case
     g0 = 1.0 if loss == "hinge" else 0.5
@@ -369,10 +360,9 @@ def test_theories_under_jit_and_vmap(hinge_case):
     batch = jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), theory)
     stacked = jax.vmap(lambda th: th.evaluate(ts)["margins"])(batch)
     assert np.allclose(stacked[1], plain, rtol=1e-13)
-    t = jnp.array([0.5, 2.0])
     one = crossing_time(0.1, -0.05, 1.0, 0.5, "logistic")
     many = jax.jit(jax.vmap(lambda v: crossing_time(0.1, v, 1.0, 0.5, "logistic")))(jnp.array([-0.05, -0.02]))
-    assert np.isclose(many[0], one, rtol=1e-14) and t.shape == (2,)
+    assert np.isclose(many[0], one, rtol=1e-14)
 
 
 def _first_two_weights(t, params, flow):
@@ -475,3 +465,21 @@ def test_T10_softmax_three_classes():
     # Control: the binary formula (K = 2 in the Ei term and κ).
     binary = BalancedCEMargins(theory.z0, theory.p * theory.s, theory.p, theory.mode_of_sample, jnp.asarray(1.0))
     assert float(gf.relative_error(sol.observables["logit_gaps"], binary.evaluate(ts)["margins"])) > 100 * TOL
+
+
+def test_data_helpers_bad_input():
+    with pytest.raises(ValueError, match=re.escape("`norms` must be > 0")):
+        orthogonal_features((1.0, -1.0), (1, 1), (1.0, 1.0), 2)
+    with pytest.raises(ValueError, match=re.escape("`counts` must list 2 integers ≥ 1")):
+        orthogonal_features((1.0, 1.0), (1,), (1.0, 1.0), 2)
+    with pytest.raises(ValueError, match=re.escape("`labels` must hold 2 labels ±1")):
+        orthogonal_features((1.0, 1.0), (1, 1), (1.0, 0.5), 2)
+    with pytest.raises(ValueError, match=re.escape("`d` must be an integer ≥ K = 2")):
+        orthogonal_features((1.0, 1.0), (1, 1), (1.0, 1.0), 1)
+    with pytest.raises(ValueError, match=re.escape("`off_diagonal` must be > 0")):
+        proper_init(jnp.ones(2), jnp.ones(2), jnp.ones(2), 2, off_diagonal=0.0)
+    with pytest.raises(ValueError, match=re.escape("`counts` must be (n_both ≥ 1, n_first_only ≥ 0)")):
+        gf.cooccurring_features((1.0, 1.0), (0, 3), 2)
+    data = orthogonal_features((1.0, 2.0), (2, 1), (1.0, -1.0), 3)
+    assert np.array_equal(np.asarray(data.x), [[1, 0, 0], [1, 0, 0], [0, 2, 0]])
+    assert np.array_equal(np.asarray(data.y)[:, 0], [1, 1, -1])
