@@ -14,6 +14,8 @@ from ._validate import message
 _FIGURE_MODULES = (
     "gflow._figures.saxe",
     "gflow._figures.pellegrini_biroli",
+    "gflow._figures.bmz",
+    "gflow._figures.tachet",
 )
 
 

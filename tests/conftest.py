@@ -21,3 +21,17 @@ def getkey():
         return sub
 
     return _getkey
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: full-size check outside `make test`; run with GFLOW_SLOW=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip `@pytest.mark.slow` tests unless GFLOW_SLOW=1."""
+    if os.environ.get("GFLOW_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set GFLOW_SLOW=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
