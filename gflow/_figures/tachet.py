@@ -95,19 +95,23 @@ def fig_modes(out: Path, small: bool) -> list[Path]:
     return _save(fig, out, "tachet-modes")
 
 
-@register("tachet-error", "F2: sigmoidal 0-1 error: staircase of 16 modes and the ensemble curve")
+@register("tachet-error", "F2: sigmoidal 0-1 error: staircase of many equal-rate modes and the ensemble curve")
 def fig_error(out: Path, small: bool) -> list[Path]:
+    """K modes with s = 1 and p = 1/K (λ = 1/K), live units u0 = 0.1|N|, ṽ0 = 0.1 N: a quarter of
+    the modes fail (F), a quarter recover (R) at their t_c. Ensemble over such inits (hinge):
+    P(wrong) = 1/4 + arctan(e^{−2λt})/π (= 2·(5/8 + arctan(e^{−2λt})/2π) − 1); CE at small init:
+    λt instead of 2λt."""
     plt = _pyplot()
-    K = 16
+    K = 16 if small else 48
     k1, k2, k3 = jr.split(jr.PRNGKey(3), 3)
-    s = jr.uniform(k1, (K,), minval=0.5, maxval=2.0)
-    u0, vt0 = 0.1 * jr.normal(k2, (2, K))
+    u0 = 0.1 * jnp.abs(jr.normal(k1, (K,)))
+    vt0 = 0.1 * jr.normal(k2, (K,))
     labels = jnp.where(jr.bernoulli(k3, 0.5, (K,)), 1.0, -1.0)
-    data = orthogonal_features(tuple(float(x) for x in s), [1] * K, labels, K)
+    data = orthogonal_features((1.0,) * K, [1] * K, labels, K)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     ts = jnp.logspace(-1, 4, 120 if small else 300)
     for ax, loss in zip(axes, ("hinge", "logistic")):
-        w, a = proper_init(jnp.abs(u0) * jnp.sign(u0), vt0, labels, K, key=jr.PRNGKey(4))
+        w, a = proper_init(u0, vt0, labels, K, key=jr.PRNGKey(4))
         flow = gf.GradientFlow(gf.TwoLayer(K, K, "relu", w=w, a=a), getattr(gf, loss), data)
         modes = TwoLayerModes.from_flow(flow) if loss == "hinge" else TwoLayerModesCE.from_flow(flow).modes
         kinks = np.asarray(modes.kink_times())
@@ -119,13 +123,12 @@ def fig_error(out: Path, small: bool) -> list[Path]:
         t_c = crossing_time(modes.u0, modes.vt0, modes.s[modes.unit_mode], lam, loss)
         wrong = (region < REGION_R)[None, :] | (ts[:, None] < t_c[None, :])
         stair = wrong.astype(ts.dtype) @ modes.p[modes.unit_mode]
-        ax.step(ts, stair, where="post", color="k", lw=1, label="staircase (theory)")
+        ax.step(ts, stair, where="post", color="k", lw=1, label="staircase Σ p_k 1[t < t_c,k] (theory)")
         ax.plot(ts, sol.observables["classification_error"], "o", ms=2, color="C1", label="simulation")
-        lam_mean = float(jnp.mean(modes.rates))
-        ax.plot(ts, ensemble_error(lam_mean * ts, loss), "--", color="C0",
-                label="ensemble 5/8 + arctan(e^{-2λt})/2π" if loss == "hinge" else "ensemble (CE: λt)")
+        ax.plot(ts, 2.0 * ensemble_error(ts / K, loss) - 1.0, "--", color="C0",
+                label="ensemble 1/4 + arctan(e^{-2λt})/π" if loss == "hinge" else "ensemble (CE: λt)")
         ax.set(xscale="log", xlabel="t", ylabel="training 0-1 error",
-               title="hinge" if loss == "hinge" else "cross-entropy")
+               title=f"{'hinge' if loss == 'hinge' else 'cross-entropy'}, {K} modes, λ = 1/{K}")
         ax.legend(frameon=False, fontsize=7)
     return _save(fig, out, "tachet-error")
 
