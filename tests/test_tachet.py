@@ -123,7 +123,7 @@ def test_T3_balanced_ei_form():
     err = gf.compare(theory, sol)
     assert float(err["margins"]) < TOL and float(err["loss"]) < TOL, err
     wrong = BalancedCEMargins.from_flow(mode_flow(u0 * 1.01, u0 * 1.01, gf.logistic))
-    assert float(gf.compare(wrong, sol, ["margins"])["margins"]) > 100 * TOL * 0.1  # table: 2e-2 vs 1e-6
+    assert float(gf.compare(wrong, sol, ["margins"])["margins"]) > 100 * TOL  # table: 2e-2
 
 
 def test_T3b_lambert_asymptotics_improve():
