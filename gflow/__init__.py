@@ -73,4 +73,22 @@ from ._theory import mean_field_time_scale as mean_field_time_scale
 from ._theory import mean_field_hinge_flow as mean_field_hinge_flow
 from ._theory import hinge_with_margin as hinge_with_margin
 
+# Tachet des Combes et al. 2018 (independent modes, CE vs hinge, failed-training map)
+from ._data import cooccurring_features as cooccurring_features
+from ._data import orthogonal_features as orthogonal_features
+from ._data import proper_chain_init as proper_chain_init
+from ._data import proper_init as proper_init
+from ._models import ReLUChain as ReLUChain
+from ._theory import BalancedCEMargins as BalancedCEMargins
+from ._theory import SoftmaxModes as SoftmaxModes
+from ._theory import ChainModes as ChainModes
+from ._theory import FrequencyStarvation as FrequencyStarvation
+from ._theory import LinearCEMargins as LinearCEMargins
+from ._theory import TwoLayerModes as TwoLayerModes
+from ._theory import TwoLayerModesCE as TwoLayerModesCE
+from ._theory import crossing_time as crossing_time
+from ._theory import death_time as death_time
+from ._theory import ensemble_error as ensemble_error
+from ._theory import phase_region as phase_region
+
 __version__ = "0.1.0"

@@ -15,3 +15,7 @@ from .single_index import quantile_weights as quantile_weights
 from .single_index import second_moment as second_moment
 from .single_index import single_index_network as single_index_network
 from .single_index import span_coordinates as span_coordinates
+from .tachet import cooccurring_features as cooccurring_features
+from .tachet import orthogonal_features as orthogonal_features
+from .tachet import proper_chain_init as proper_chain_init
+from .tachet import proper_init as proper_init

@@ -4,3 +4,4 @@ from .linear import DeepLinear as DeepLinear
 from .linearized import LinearizedModel as LinearizedModel
 from .mlp import MLP as MLP
 from .two_layer import TwoLayer as TwoLayer
+from .chain import ReLUChain as ReLUChain

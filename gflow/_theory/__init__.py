@@ -15,3 +15,14 @@ from .pellegrini_biroli import finite_width_sweep as finite_width_sweep
 from .pellegrini_biroli import mean_field_time_scale as mean_field_time_scale
 from .pellegrini_biroli import mean_field_hinge_flow as mean_field_hinge_flow
 from .pellegrini_biroli import hinge_with_margin as hinge_with_margin
+from .tachet import BalancedCEMargins as BalancedCEMargins
+from .tachet import TwoLayerModes as TwoLayerModes
+from .tachet import TwoLayerModesCE as TwoLayerModesCE
+from .tachet import crossing_time as crossing_time
+from .tachet import death_time as death_time
+from .tachet import ensemble_error as ensemble_error
+from .tachet import phase_region as phase_region
+from .tachet import LinearCEMargins as LinearCEMargins
+from .tachet import FrequencyStarvation as FrequencyStarvation
+from .tachet import ChainModes as ChainModes
+from .tachet import SoftmaxModes as SoftmaxModes
