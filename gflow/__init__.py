@@ -86,6 +86,7 @@ from ._theory import FrequencyStarvation as FrequencyStarvation
 from ._theory import LinearCEMargins as LinearCEMargins
 from ._theory import TwoLayerModes as TwoLayerModes
 from ._theory import TwoLayerModesCE as TwoLayerModesCE
+from ._theory import clock_delay as clock_delay
 from ._theory import crossing_time as crossing_time
 from ._theory import death_time as death_time
 from ._theory import ensemble_error as ensemble_error

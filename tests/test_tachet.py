@@ -33,6 +33,7 @@ from gflow._theory.tachet import (
     LinearCEMargins,
     TwoLayerModes,
     TwoLayerModesCE,
+    clock_delay,
     crossing_time,
     death_time,
     ensemble_error,
@@ -177,6 +178,25 @@ def test_T5_crossing_time(twin_case):
     if loss == "logistic":  # CE recovery takes between 1× and 2× the hinge time, → 2× at small init.
         t_h = float(crossing_time(0.1, -0.098, 1.0, 0.5, "hinge"))
         assert t_h < times["t_c"] < 2 * t_h
+
+
+def test_R7_clock_delay(twin_case):
+    """R7: CE follows hinge's weight-space path on a slower clock. The delay at the crossing point
+    τ_c must equal the gap between the two simulated crossing times (each checked against the
+    simulation in T5 to 1e-8), and at small margins CE runs at exactly half speed."""
+    loss, theory, modes, sol, ts, times = twin_case
+    u0, vt0, lam = 0.1, -0.098, 0.5
+    tau_c = 0.5 * np.log((u0 - vt0) / (u0 + vt0))
+    gap = float(crossing_time(u0, vt0, 1.0, lam, "logistic") - crossing_time(u0, vt0, 1.0, lam, "hinge"))
+    assert abs(float(clock_delay(u0, vt0, 1.0, lam, tau_c)) - gap) <= 1e-12 * gap
+    taus = jnp.linspace(0.0, tau_c, 6)
+    assert bool(jnp.all(jnp.diff(clock_delay(u0, vt0, 1.0, lam, taus)) > 0))
+    # Tiny init: z ≈ 0 along the path, so the delay is t_H = τ/λ up to (1/λ)∫z dτ; here
+    # |z| ≤ (s/4)A²e² = 2.3e-8, so the deviation is ≤ 4.6e-8.
+    tiny = clock_delay(1e-4, 1e-5, 1.0, lam, 1.0)
+    assert abs(float(tiny) - 1.0 / lam) < 5e-8
+    # Negative control: a delay computed with the wrong sign of B (a region-S start) differs by ≫ tol.
+    assert abs(float(clock_delay(u0, -vt0, 1.0, lam, tau_c)) - gap) > 100 * 1e-12 * gap
 
 
 def test_T6_failed_region(twin_case):

@@ -18,6 +18,7 @@ from .pellegrini_biroli import hinge_with_margin as hinge_with_margin
 from .tachet import BalancedCEMargins as BalancedCEMargins
 from .tachet import TwoLayerModes as TwoLayerModes
 from .tachet import TwoLayerModesCE as TwoLayerModesCE
+from .tachet import clock_delay as clock_delay
 from .tachet import crossing_time as crossing_time
 from .tachet import death_time as death_time
 from .tachet import ensemble_error as ensemble_error

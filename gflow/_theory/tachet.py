@@ -366,6 +366,18 @@ def crossing_time(
     return jnp.where(ok, t, jnp.where(region == REGION_S, 0.0, jnp.inf))
 
 
+def clock_delay(
+    u0: Float[ArrayLike, "..."], vt0: Float[ArrayLike, "..."], s: Float[ArrayLike, "..."], rate: Float[ArrayLike, "..."],
+    tau: Float[ArrayLike, "..."],
+) -> Float[ArrayLike, "..."]:
+    """R7: how much later cross-entropy reaches the point τ of the shared weight-space path than
+    hinge does: t_CE(τ) − t_H(τ) = (1/λ)∫₀^τ e^{z(τ')} dτ' > 0, with `rate` = κλ = κ p s and
+    z(τ) = (s/4)(A²e^{2τ} − B²e^{−2τ}), A = u0 + ṽ0, B = u0 − ṽ0 (hinge: t_H = τ/λ). Valid while
+    the hinge mode is active (z < 1). At small |z| the delay equals t_H: CE runs at half speed."""
+    u0, vt0, s, rate, tau = jnp.broadcast_arrays(*(jnp.asarray(a) for a in (u0, vt0, s, rate, tau)))
+    return (_clock_integral(s, u0 + vt0, u0 - vt0, tau) - tau) / rate
+
+
 def death_time(
     u0: Float[ArrayLike, "..."], vt0: Float[ArrayLike, "..."], s: Float[ArrayLike, "..."], rate: Float[ArrayLike, "..."], loss: str
 ) -> Float[ArrayLike, "..."]:
