@@ -676,6 +676,16 @@ class ChainModes(AbstractTheory):
         per_time = jax.vmap(one, in_axes=(0, 0, 0, None))
         return jax.vmap(per_time, in_axes=(None, None, None, 0))(self.z0, self.p, self.s, ts)
 
+    def late_time_margins(self, ts: Times) -> Float[Array, "T K"]:
+        """R6 late-time cross-entropy asymptotics: z ≈ −α W₋₁(−(Ct)^{−1/α}/α), α = 2 − 2/L,
+        C = κ p L s^{2/L} (valid once (Ct)^{−1/α}/α < 1/e, NaN before). The loss then falls like
+        1/(Ct (ln Ct)^α): deeper chains converge faster late. L = 2 gives the leading R3b form."""
+        L = self.depth
+        alpha = 2.0 - 2.0 / L
+        C = self.time_scale * self.p * L * self.s ** (2.0 / L)
+        x = C[None, :] * jnp.asarray(ts, dtype=self.z0.dtype)[:, None]
+        return -alpha * lambertw(-(x ** (-1.0 / alpha)) / alpha, -1)
+
     def evaluate(self, ts: Times) -> Observables:
         z = self.mode_margins(ts)
         per_mode = jax.nn.relu(1.0 - z) if self.loss == "hinge" else jax.nn.softplus(-z)
