@@ -20,6 +20,18 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, out, name: str, *, dpi: int = 110) -> list:
+    """Write `fig` to `out/name.png` (tight layout), close it, and return [path] (the shape a
+    `gflow reproduce` figure function returns)."""
+    from pathlib import Path
+
+    path = Path(out) / f"{name}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
+    return [path]
+
+
 def plot_overlay(
     theory,
     solution,

@@ -8,7 +8,6 @@ P = 0.87, 0.37, 0.125, 0), a(0) at the Unif[−1, 1] quantiles, s(0) = 0.
 from pathlib import Path
 
 import diffrax
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -17,7 +16,7 @@ import numpy as np
 import gflow as gf
 
 from .._flow.solve import integrate
-from .._plotting import _pyplot
+from .._plotting import _pyplot, save_figure
 from .._reproduce import register
 
 SIGMA = gf.HermiteSeries([0.5, 1.0, 0.8, 0.6])
@@ -48,14 +47,6 @@ def exit_times(eps, n: int, degrees: int, t1: float = 2.0):
     return jax.jit(jax.vmap(lambda th: th.exit_times(t1, degrees)))(_theories(eps, n))
 
 
-def _save(fig, out: Path, name: str) -> Path:
-    path = out / f"{name}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    _pyplot().close(fig)
-    return path
-
-
 @register("bmz-staircase", "BMZ F1: reduced-flow risk R(t) for ε = 1e-2 … 1e-6, plateaus P_l marked")
 def staircase(out: Path, small: bool) -> list[Path]:
     plt = _pyplot()
@@ -74,7 +65,7 @@ def staircase(out: Path, small: bool) -> list[Path]:
     ax.set(xscale="log", xlabel="t (first-layer time)", ylabel="population risk R(t)",
            title=f"Reduced particle flow, N = {n}: Hermite degree by degree")
     ax.legend(frameon=False, fontsize=8)
-    return [_save(fig, out, "bmz-staircase")]
+    return save_figure(fig, out, "bmz-staircase", dpi=120)
 
 
 @register("bmz-neurons", "BMZ F2: neurons (s_i, a_i) at the end of each phase (reduced flow)")
@@ -95,7 +86,7 @@ def neurons(out: Path, small: bool) -> list[Path]:
         ax.set(xlabel="s_i = ⟨w_i, u*⟩", ylabel="a_i" if l == 0 else None, title=f"after degree {l}: t = {ends[l]:.2g}")
         ax.title.set_fontsize(9)
     fig.suptitle(f"Neurons of the reduced flow, ε = {eps:g}, N = {n}", fontsize=10)
-    return [_save(fig, out, "bmz-neurons")]
+    return save_figure(fig, out, "bmz-neurons", dpi=120)
 
 
 def network_risks(widths, eps: float, ts, dimension_factor: int | None = None, seed: int = 0):
@@ -136,7 +127,7 @@ def networks(out: Path, small: bool) -> list[Path]:
     bx.loglog(widths, errors[0, 0] * widths[0] / np.asarray(widths), "k:", label="∝ 1/m")
     bx.set(xlabel="width m", ylabel="max_t |R − R_mf|", title="finite-width error")
     bx.legend(frameon=False, fontsize=8)
-    return [_save(fig, out, "bmz-networks")]
+    return save_figure(fig, out, "bmz-networks", dpi=120)
 
 
 @register("bmz-timescales", "BMZ F4: plateau exit times t_l vs ε with the phase-0 and phase-1 formulas")
@@ -161,4 +152,4 @@ def timescales(out: Path, small: bool) -> list[Path]:
     ax.set(xlabel="ε", ylabel="plateau exit time t_l", title=f"Time scales (reduced flow, N = {n}); l ≥ 2 not asserted")
     ax.title.set_fontsize(9)
     ax.legend(frameon=False, fontsize=7)
-    return [_save(fig, out, "bmz-timescales")]
+    return save_figure(fig, out, "bmz-timescales", dpi=120)

@@ -16,7 +16,7 @@ import numpy as np
 
 import gflow as gf
 
-from .._plotting import _pyplot
+from .._plotting import _pyplot, save_figure
 from .._reproduce import register
 from .._theory import pellegrini_biroli as pb
 
@@ -83,14 +83,6 @@ def fig1_run(small: bool):
     return _CACHE[("fig1", small)]
 
 
-def _save(fig, out: Path, name: str) -> list[Path]:
-    path = out / f"{name}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
-    return [path]
-
-
 @register("pb-fig1", "Fig. 1 (a)–(d): a_i, w∥_i, γ(τ) and per-sample fitting time vs |x∥| (GD vs mean-field theory)")
 def fig1(out: Path, small: bool) -> list[Path]:
     plt = _pyplot()
@@ -126,7 +118,7 @@ def fig1(out: Path, small: bool) -> list[Path]:
     ax[1, 1].set(xscale="log", yscale="log", xlabel="τ first satisfied", ylabel="|ŵ*·x|",
                  xlim=(float(ts[1]), float(ts[-1])), ylim=(1e-2, 5), title="(d) fitting time")
     ax[1, 1].legend(frameon=False, fontsize=8)
-    return _save(fig, out, "pb-fig1")
+    return save_figure(fig, out, "pb-fig1")
 
 
 @register("pb-hyperbolas", "Node paths in the (a, w∥) plane: hyperbolas a² − w∥² = const converging to a = w∥")
@@ -142,7 +134,7 @@ def hyperbolas(out: Path, small: bool) -> list[Path]:
     ax.plot([-lim, lim], [-lim, lim], "k:", lw=0.8, label="a = w∥")
     ax.set(xlabel="a_i", ylabel="w∥_i", title="(a, w∥) paths: GD (circles) vs hyperbolas (lines)")
     ax.legend(frameon=False)
-    return _save(fig, out, "pb-hyperbolas")
+    return save_figure(fig, out, "pb-hyperbolas")
 
 
 @register("pb-rich-lazy", "γ(τ) and u(τ) for α ∈ {0.1, 1, 10}: the rich/lazy knob A = αλS0/h")
@@ -161,7 +153,7 @@ def rich_lazy(out: Path, small: bool) -> list[Path]:
     ax[1].set(xscale="log", yscale="log", xlabel="τ", ylabel="unsatisfied fraction u(τ)")
     for a_ in ax:
         a_.legend(frameon=False, fontsize=8)
-    return _save(fig, out, "pb-rich-lazy")
+    return save_figure(fig, out, "pb-rich-lazy")
 
 
 @register("pb-slowing-down", "Slowing down: u(τ) and the hinge loss ∝ τ^{-1/2} on log-log axes")
@@ -178,7 +170,7 @@ def slowing_down(out: Path, small: bool) -> list[Path]:
     ax.plot(ts[1:], lt["loss_sqrt_tau"] / jnp.sqrt(ts[1:]), "k--", lw=0.8)
     ax.set(xscale="log", yscale="log", ylim=(1e-5, 2), xlabel="τ", title="P = ∞ closure (d = 100, α = h = 1)")
     ax.legend(frameon=False)
-    return _save(fig, out, "pb-slowing-down")
+    return save_figure(fig, out, "pb-slowing-down")
 
 
 @register("pb-width", "Deviation from mean-field vs width M: slope −1/2 over seeds (frozen-dataset control flat)")
@@ -195,7 +187,7 @@ def width(out: Path, small: bool) -> list[Path]:
     ax.plot(Ms, np.mean(r.frozen_errors, 1), "s", label="frozen-dataset control")
     ax.set(xscale="log", yscale="log", xlabel="width M", ylabel="rel. error of (a, w∥) at τ = 10")
     ax.legend(frameon=False, fontsize=8)
-    return _save(fig, out, "pb-width")
+    return save_figure(fig, out, "pb-width")
 
 
 @register("pb-overfitting", "Train vs test error for P ∈ {1e2, 1e3, 1e4} (GD, finite P): test error stalls")
@@ -215,7 +207,7 @@ def overfitting(out: Path, small: bool) -> list[Path]:
     ax.set(xscale="log", yscale="symlog", xlabel="τ", ylabel="0-1 error", title=f"M = {M}, d = {d}, α = h = 1")
     ax.set_yscale("symlog", linthresh=1e-3)
     ax.legend(frameon=False, fontsize=8)
-    return _save(fig, out, "pb-overfitting")
+    return save_figure(fig, out, "pb-overfitting")
 
 
 ALL = (fig1, hyperbolas, rich_lazy, slowing_down, width, overfitting)

@@ -17,7 +17,7 @@ import gflow as gf
 
 from .._data.tachet import cooccurring_features, orthogonal_features, proper_chain_init, proper_init
 from .._models.chain import ReLUChain
-from .._plotting import _pyplot
+from .._plotting import _pyplot, save_figure
 from .._reproduce import register
 from .._theory.tachet import (
     REGION_R,
@@ -66,14 +66,6 @@ def _evaluate(theory, ts):
     return theory.evaluate(ts)
 
 
-def _save(fig, out: Path, name: str) -> list[Path]:
-    path = out / f"{name}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
-    return [path]
-
-
 @register("tachet-modes", "F1: independent modes, per-mode margins of a 4-mode ReLU net, theory vs simulation")
 def fig_modes(out: Path, small: bool) -> list[Path]:
     plt = _pyplot()
@@ -92,7 +84,7 @@ def fig_modes(out: Path, small: bool) -> list[Path]:
         ax.set(xscale="log", xlabel="t", ylabel="mode margin z_k(t)",
                title=f"{'hinge' if loss == 'hinge' else 'cross-entropy'} (max rel. err {err:.1e})")
         ax.legend(frameon=False, fontsize=7)
-    return _save(fig, out, "tachet-modes")
+    return save_figure(fig, out, "tachet-modes")
 
 
 @register("tachet-error", "F2: sigmoidal 0-1 error: staircase of many equal-rate modes and the ensemble curve")
@@ -130,7 +122,7 @@ def fig_error(out: Path, small: bool) -> list[Path]:
         ax.set(xscale="log", xlabel="t", ylabel="training 0-1 error",
                title=f"{'hinge' if loss == 'hinge' else 'cross-entropy'}, {K} modes, λ = 1/{K}")
         ax.legend(frameon=False, fontsize=7)
-    return _save(fig, out, "tachet-error")
+    return save_figure(fig, out, "tachet-error")
 
 
 @register("tachet-phase", "F3: initial-parameter phase diagram (u0, ṽ0), coloured by the simulated final margin")
@@ -165,7 +157,7 @@ def fig_phase(out: Path, small: bool) -> list[Path]:
         ax.text(*xy, text, color="w", fontsize=14, weight="bold")
     ax.set(xlim=(-1, 1), ylim=(-1, 1), xlabel="u0 = w·e", ylabel="ṽ0 = y v0", title="R4 phase map (vmapped sweep)")
     ax.legend(frameon=False, fontsize=7, loc="lower left")
-    return _save(fig, out, "tachet-phase")
+    return save_figure(fig, out, "tachet-phase")
 
 
 @register("tachet-speed", "F4: time to learn against frequency and norm (log-log), slopes −1 (p) and ≈ −1 / −2 (s)")
@@ -208,7 +200,7 @@ def fig_speed(out: Path, small: bool) -> list[Path]:
             t_sim.append(float(sol.event_time))
         ax.loglog(xs, t_sim, "o", color="k", mfc="none", label="simulation (event time)")
         ax.legend(frameon=False, fontsize=7)
-    return _save(fig, out, "tachet-speed")
+    return save_figure(fig, out, "tachet-speed")
 
 
 def gf_expi(x):
@@ -236,7 +228,7 @@ def fig_ce_vs_hinge(out: Path, small: bool) -> list[Path]:
     axes[1].set(xscale="log", yscale="log", xlabel="t", ylabel="loss", title="CE loss ~ 1/(t ln t)")
     for ax in axes:
         ax.legend(frameon=False, fontsize=7)
-    return _save(fig, out, "tachet-ce-vs-hinge")
+    return save_figure(fig, out, "tachet-ce-vs-hinge")
 
 
 def _linear_weights(t, params, flow):
@@ -276,7 +268,7 @@ def fig_starvation(out: Path, small: bool) -> list[Path]:
         ax.plot(sol.ts, sol.observables["weights"][:, 1], "o", ms=3, mfc="none", color=f"C{j}")
     ax.set(xscale="log", xlabel="t", ylabel="weight", title="R8c: feature 2 present in a fraction q")
     ax.legend(frameon=False, fontsize=6, ncol=2)
-    return _save(fig, out, "tachet-starvation")
+    return save_figure(fig, out, "tachet-starvation")
 
 
 @register("tachet-depth", "F7: margin vs time for depth L = 1, 2, 3 at matched z0 (theory for L = 1, 2)")
@@ -301,7 +293,7 @@ def fig_depth(out: Path, small: bool) -> list[Path]:
             ax.plot(dense, th.mode_margins(dense)[:, 0], "-", color="C1", label="L = 2 theory (R3a)")
     ax.set(xscale="log", xlabel="t", ylabel="margin z(t)", title="depth: slower start at small z0, faster late (CE)")
     ax.legend(frameon=False, fontsize=7)
-    return _save(fig, out, "tachet-depth")
+    return save_figure(fig, out, "tachet-depth")
 
 
 @register("tachet-digits", "Beyond the paper: gradient starvation on sklearn digits with an easy feature added")
@@ -337,4 +329,4 @@ def fig_digits(out: Path, small: bool) -> list[Path]:
         ax.plot(sol.ts, sol.observables["pixel"], style, label=f"easy feature on {int(frac * 100)}% of samples")
     ax.set(xscale="log", xlabel="t", ylabel="mean margin from the pixels", title="digits 3 vs 8: starvation of the pixel features")
     ax.legend(frameon=False, fontsize=7)
-    return _save(fig, out, "tachet-digits")
+    return save_figure(fig, out, "tachet-digits")
