@@ -56,11 +56,9 @@ def _run(args):
 
     config = _load(args.config)
     s, v = config.raw["solve"], config.raw["sweep"]
-    hyper = {}
-    for dim, entry in config.grid().items():
-        for name, values in (entry.items() if isinstance(entry, dict) else [(dim, entry)]):
-            hyper[name] = values[0]
+    hyper = {name: values[0] for name, values in config.grid_values().items()}
     flow = config.flow_factory()(jr.split(jr.PRNGKey(v["seed"]), v["members"])[0], hyper)
+    flow = flow.unpadded()  # a swept width/data size: this member at its real sizes
     sol = solve_flow(flow, s["t1"], num_times=s["num_times"], observables=tuple(s["observables"]),
                      rtol=s["rtol"], atol=s["atol"], max_steps=s["max_steps"], progress=not args.no_progress)
     loss = np.asarray(sol.observables["loss"])

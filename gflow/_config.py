@@ -11,6 +11,8 @@ activation is looked up in a registry below. A config file looks like `examples/
     [sweep]  members = 64, seed = 0, chunk_size (optional), memory_budget_mb = 1024
     [grid]   init_scale = [0.5, 1.0]          # axes of the grid (cartesian product), or
              [grid.point] init_scale = […], time_scale = […]   # parameters varying together
+             width = [4, 16, 64]              # two_layer only: padded to the largest width
+             n = [16, 64, 256]                # data size: the first n samples of one pool
     [theory] name = "linearized_mse"          # optional: compared against by `gflow run`
 """
 
@@ -120,7 +122,8 @@ MODELS: dict[str, Entry] = {
         lambda c, key, h: TwoLayer(
             c["d"], c["width"], c["activation"], out_dim=c["out_dim"], scaling=c["scaling"],
             alpha=c["alpha"], init_scale=h.get("init_scale", c["init_scale"]), sphere=c["sphere"],
-            train_first=c["train_first"], train_second=c["train_second"], bias=c["bias"], key=key),
+            train_first=c["train_first"], train_second=c["train_second"], bias=c["bias"], key=key,
+            active_width=h.get("width")),
     ),
     "deep_linear": Entry(
         {"widths": Key("list[int]"), "init_scale": Key("float", 1.0)},
@@ -161,8 +164,11 @@ THEORIES: dict[str, Entry] = {
     "deep_linear_modes": Entry({}, lambda c, flow, h: DeepLinearModes.from_flow(flow)),
 }
 
-#: Grid parameters a config may sweep, and where they go.
-SWEEPABLE = {"init_scale": "model", "time_scale": "flow"}
+#: Grid parameters a config may sweep, and where they go. `width` and `n` are padded: the
+#: model is built at the largest width with `active_width`, the data at the largest n and each
+#: member trains on its first n samples (`Dataset.first`), so the whole grid is one compile.
+SWEEPABLE = {"init_scale": "model", "time_scale": "flow", "width": "model", "n": "data"}
+_INTEGER_GRID = ("width", "n")
 
 _TOP = {"name": Key("str", "gflow"), "precision": Key("str", "float64", ("float64", "float32")),
         "loss": Key("str")}
@@ -188,8 +194,19 @@ class Config:
     def model(self) -> dict:
         return self.raw["model"]
 
+    def grid_values(self) -> dict[str, list[float]]:
+        """{parameter: its grid values}, over every axis of `[grid]`."""
+        out = {}
+        for dim, entry in self.raw["grid"].items():
+            out.update(entry if isinstance(entry, dict) else {dim: entry})
+        return out
+
     def dataset(self) -> Dataset:
+        """The training data (with `n` swept: the pool of the largest n, unpadded)."""
         c = self.raw["data"]
+        n = self.grid_values().get("n")
+        if n is not None:
+            c = {**c, "n": int(max(n))}
         return DATASETS[c["name"]].build(c, jr.PRNGKey(c["seed"]), {})
 
     def flow_factory(self) -> Callable:
@@ -205,11 +222,13 @@ class Config:
         model_entry = MODELS[self.model["name"]]
         loss = LOSSES[self.raw["loss"]]
         time_scale = self.raw["solve"]["time_scale"]
-        model_cfg = self.model
+        widths = self.grid_values().get("width")
+        model_cfg = self.model if widths is None else {**self.model, "width": int(max(widths))}
 
         def make_flow(key, hyper):
             model = model_entry.build(model_cfg, key, hyper)
-            return GradientFlow(model, loss, data, time_scale=hyper.get("time_scale", time_scale))
+            member_data = data.first(hyper["n"]) if "n" in hyper else data
+            return GradientFlow(model, loss, member_data, time_scale=hyper.get("time_scale", time_scale))
 
         make_flow.__qualname__ = f"config[{self.raw['name']}].make_flow"
         return make_flow
@@ -247,6 +266,8 @@ def _check_grid(grid: Any) -> dict:
                 raise ConfigError(message(where, f"name a sweepable parameter: one of {sorted(SWEEPABLE)}", repr(name)))
             if not _type_ok("list[float]", values) or not values:
                 raise ConfigError(message(where, "have type list[float] (non-empty)", _got(values)))
+            if name in _INTEGER_GRID and not all(float(v).is_integer() and v >= 1 for v in values):
+                raise ConfigError(message(where, "hold integers ≥ 1", _got(values)))
             lengths[name] = len(values)
         if len(set(lengths.values())) > 1:
             raise ConfigError(message(f"grid.{dim}", "hold lists of equal length (they vary together)", lengths))
@@ -273,6 +294,13 @@ def parse_config(table: Mapping, source: str = "<config>") -> Config:
     if raw["sweep"]["members"] < 1:
         raise ConfigError(message("sweep.members", "be ≥ 1", raw["sweep"]["members"]))
     raw["grid"] = _check_grid(table.get("grid", {}))
+    swept = Config(raw, source).grid_values()
+    if "width" in swept and raw["model"]["name"] != "two_layer":
+        raise ConfigError(message("grid.width", "be swept only with model.name = 'two_layer' (padded width)",
+                                  f"model.name = {raw['model']['name']!r}"))
+    if "n" in swept and "n" not in raw["data"]:
+        raise ConfigError(message("grid.n", "be swept only with a dataset that has an `n` key",
+                                  f"data.name = {raw['data']['name']!r}"))
     if "theory" in table:
         tab = table["theory"]
         if not isinstance(tab, Mapping):

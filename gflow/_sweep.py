@@ -240,7 +240,11 @@ def sweep(
       scalar hyperparameters {name: value} (one entry per grid parameter); it is traced once
       for the whole sweep (plus one abstract shape probe when `chunk_size` is left to the
       budget), so it must use `hyper` with jnp operations (e.g. `init_scale`, `time_scale`), and
-      every member must have the same parameter shapes (widths/data sizes are not grid axes).
+      every member must have the same array shapes. Widths and data sizes are grid axes by
+      padding: `TwoLayer(d, max_width, active_width=hyper["width"], key=key)` and
+      `data.first(hyper["n"])` give each member the flow of its real width and data size (the
+      1/√m or α/m output scale and the adaptive step control are those of the real problem, so
+      a padded member equals the unpadded solve to round-off; `flow.unpadded()` is that solve).
     - `members`: a count M (keys `jax.random.split(PRNGKey(seed), M)`, the same keys at every grid
       point) or an array of keys.
     - `grid`: {name: 1-D values} (cartesian product of the axes) or {dim: {name: values, …}}

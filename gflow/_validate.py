@@ -120,3 +120,11 @@ def regime_error(theory: str, assumption: str, detail: str, fix: str | None = No
     if fix:
         msg += f" {fix}"
     return ValueError(msg)
+
+
+def check_unpadded(theory: str, flow: Any) -> None:
+    """Theories read widths and data sizes off array shapes: a padded flow must be unpadded first."""
+    if getattr(flow, "is_padded", False):
+        raise regime_error(theory, "a flow at its real sizes",
+                           "got a padded width or data size (TwoLayer(active_width=…) or Dataset.first(n))",
+                           "Seed the theory from `flow.unpadded()` (same trajectory on the real entries).")

@@ -71,7 +71,11 @@ def test_theory_by_name():
         ({"solve__observables": ["loss", "accuracy"]}, r"`solve.observables\[1\]` must name a registered entry.*'accuracy'"),
         ({"grid": {"point": {"init_scale": [0.5, 1.0], "time_scale": [1.0]}}},
          r"`grid.point` must hold lists of equal length \(they vary together\); got \{'init_scale': 2, 'time_scale': 1\}"),
-        ({"grid": {"width": [4.0, 8.0]}}, r"`grid.width` must name a sweepable parameter: one of \['init_scale', 'time_scale'\]"),
+        ({"grid": {"depth": [2.0, 3.0]}}, r"`grid.depth` must name a sweepable parameter: one of \['init_scale', 'n', 'time_scale', 'width'\]"),
+        ({"grid": {"width": [4.0, 8.5]}}, r"`grid.width` must hold integers ≥ 1; got \[4.0, 8.5\]"),
+        ({"grid": {"size": {"width": [4, 8], "n": [0, 16]}}}, r"`grid.size.n` must hold integers ≥ 1; got \[0, 16\]"),
+        ({"grid": {"width": [4, 8]}, "model": {"name": "mlp", "widths": [8, 4, 1]}},
+         r"`grid.width` must be swept only with model.name = 'two_layer' \(padded width\); got model.name = 'mlp'"),
         ({"grid": {"init_scale": ["big"]}}, r"`grid.init_scale` must have type list\[float\]"),
         ({"sweep__members": 0}, r"`sweep.members` must be ≥ 1; got 0"),
         ({"model": "two_layer"}, r"`model` must be a table with a `name`; got 'two_layer' \(str\)"),
@@ -89,3 +93,19 @@ def test_bad_file_is_named(tmp_path):
         gf.load_config(bad)
     with pytest.raises(ConfigError, match=r"`CONFIG` must be a readable TOML file"):
         gf.load_config(tmp_path / "missing.toml")
+
+
+def test_width_and_data_size_grid_pad_to_the_largest():
+    table = _table(grid={"init_scale": [1.0], "size": {"width": [2, 8, 5], "n": [16, 4, 9]}})
+    table["data"]["n"] = 3  # ignored: the pool is the largest n on the grid
+    config = parse_config(table)
+    assert config.grid_values() == {"init_scale": [1.0], "width": [2.0, 8.0, 5.0], "n": [16.0, 4.0, 9.0]}
+    assert config.dataset().n == 16
+    make_flow = config.flow_factory()
+    flow = make_flow(jr.PRNGKey(0), {"width": jnp.asarray(5.0), "n": jnp.asarray(9.0)})
+    assert flow.model0.width == 8 and flow.data.n == 16 and flow.is_padded
+    real = flow.unpadded()  # what `gflow run` solves
+    assert real.model0.width == 5 and real.data.n == 9 and not real.is_padded
+    np.testing.assert_allclose(flow.loss_value(flow.params0), real.loss_value(real.params0), rtol=1e-14)
+    with pytest.raises(ValueError, match=r"`n` must be an integer in \[1, n = 16\]; got 17"):
+        config.dataset().first(17)

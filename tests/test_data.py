@@ -71,3 +71,34 @@ def test_teacher_student():
     # vmap over data seeds
     xs = jax.vmap(lambda k: gf.teacher_student(5, 20, teacher, key=k).x)(jr.split(jr.PRNGKey(2), 3))
     assert xs.shape == (3, 20, 5)
+
+
+def test_first_n_samples_is_the_smaller_dataset():
+    x = jr.normal(jr.PRNGKey(0), (12, 3))
+    y = jnp.sign(x[:, 0] + 0.3)
+    data, small = gf.Dataset(x, y), gf.Dataset(x[:7], y[:7])
+    padded = data.first(7)
+    assert padded.n == 12 and float(padded.num_samples) == 7 and padded.unpadded().n == 7
+    model = gf.TwoLayer(3, 4, "tanh", key=jr.PRNGKey(1))
+    # Means over the first 7 samples only: equal to the sliced dataset up to summation order.
+    np.testing.assert_allclose(padded.mean_loss(model, gf.squared_error), small.mean_loss(model, gf.squared_error),
+                               rtol=1e-14)
+    for name in ("input_covariance", "input_output_covariance", "output_covariance"):
+        np.testing.assert_allclose(getattr(padded, name)(), getattr(small, name)(), rtol=1e-13, atol=1e-15)
+    # ... and not equal to the full dataset's (the check can fail).
+    assert not np.allclose(padded.mean_loss(model, gf.squared_error), data.mean_loss(model, gf.squared_error))
+    flows = [gf.GradientFlow(model, gf.hinge, d) for d in (padded, small)]
+    errors = [gf.OBSERVABLES["classification_error"](0.0, f.params0, f) for f in flows]
+    np.testing.assert_allclose(errors[0], errors[1], rtol=1e-15)
+    margins = [gf.margins_at_least(0.0).cond(0.0, f.params0, f) for f in flows]
+    np.testing.assert_allclose(margins[0], margins[1], rtol=1e-15)
+
+    mean_loss = jax.jit(jax.vmap(lambda n: data.first(n).mean_loss(model, gf.squared_error)))
+    sizes = jnp.array([1.0, 7.0, 12.0])
+    expected = [gf.Dataset(x[: int(n)], y[: int(n)]).mean_loss(model, gf.squared_error) for n in sizes]
+    np.testing.assert_allclose(mean_loss(sizes), jnp.stack(expected), rtol=1e-14)
+    for bad in (0, 13, 2.5):
+        with pytest.raises(ValueError, match=re.escape(f"`n` must be an integer in [1, n = 12]; got {bad}")):
+            data.first(bad)
+    with pytest.raises(ValueError, match=re.escape("`sample_mask` must be a boolean array of shape (n,) = (12,)")):
+        gf.Dataset(x, y, sample_mask=jnp.ones(12))

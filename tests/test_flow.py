@@ -7,6 +7,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 import pytest
 from helpers import tree_allclose
 
@@ -188,3 +189,32 @@ def test_restart_continues_trajectory():
     whole = gf.solve_flow(flow, 3.0, num_times=3, **kw)
     assert tree_allclose(second.params_final, whole.params_final, rtol=1e-8, atol=1e-10)
     assert jnp.allclose(second.ts[0], 1.0) and jnp.allclose(second.ts[-1], 3.0)
+
+
+def test_padded_flow_is_the_unpadded_flow():
+    # Width 5 of 12 stored units, 11 of 16 samples: solve_flow scales rtol/atol by √(5/12) so the
+    # error norm is the RMS over the real entries, hence the same steps as the unpadded solve and
+    # agreement to round-off (not merely to rtol).
+    x = jr.normal(jr.PRNGKey(1), (16, 8))
+    data = gf.Dataset(x, jnp.tanh(x[:, 0]))
+    model = gf.TwoLayer(8, 12, "tanh", scaling="ntk", key=jr.PRNGKey(0), active_width=5)
+    padded = gf.GradientFlow(model, gf.squared_error, data.first(11))
+    real = padded.unpadded()
+    assert padded.is_padded and not real.is_padded and real.model0.width == 5 and real.data.n == 11
+    sols = [gf.solve_flow(f, 10.0, num_times=11, rtol=1e-8, atol=1e-10) for f in (padded, real)]
+    assert int(sols[0].stats["num_steps"]) == int(sols[1].stats["num_steps"])
+    np.testing.assert_allclose(sols[0].observables["loss"], sols[1].observables["loss"], rtol=1e-12)
+    np.testing.assert_allclose(sols[0].params_final.w[:5], sols[1].params_final.w, rtol=1e-11, atol=1e-14)
+    assert jnp.all(sols[0].params_final.w[5:] == 0)  # padding never moves
+    # The control: the same solve without the tolerance scaling takes other steps and misses
+    # the unpadded trajectory by far more than round-off.
+    from gflow._flow.solve import _SaveObservables, integrate
+
+    unscaled = integrate(padded.vector_field, padded.params0, padded, 0.0, 10.0, ts=sols[0].ts, num_times=11,
+                         save=_SaveObservables((("loss", gf.OBSERVABLES["loss"]),)), rtol=1e-8, atol=1e-10)
+    assert int(unscaled.stats["num_steps"]) != int(sols[1].stats["num_steps"])
+    assert float(gf.relative_error(unscaled.observables["loss"], sols[1].observables["loss"])) > 1e-11
+    # Theories read sizes off array shapes: a padded flow is refused, by name, with the fix.
+    with pytest.raises(ValueError, match=r"LinearizedMSE assumes a flow at its real sizes.*flow.unpadded\(\)"):
+        gf.LinearizedMSE.from_flow(padded)
+    gf.LinearizedMSE.from_flow(real)

@@ -74,3 +74,40 @@ def test_models_under_jit_and_vmap():
     assert jnp.allclose(eqx.filter_jit(lambda m, x: m(x))(model, X), model(X))
     outs = jax.vmap(lambda k: gf.TwoLayer(6, 7, key=k)(X))(jr.split(jr.PRNGKey(0), 3))
     assert outs.shape == (3, 1)
+
+
+@pytest.mark.parametrize("scaling", ["standard", "ntk", "mean_field"])
+@pytest.mark.parametrize("sphere", [False, True])
+def test_two_layer_padded_width_is_the_real_width_network(scaling, sphere):
+    padded = gf.TwoLayer(6, 9, "sigmoid", scaling=scaling, alpha=2.0, sphere=sphere, bias=True,
+                         key=jr.PRNGKey(0), active_width=4)
+    real = padded.unpadded()
+    assert real.width == 4 and real.active_width is None and padded.width == 9
+    assert jnp.all(padded.w[4:] == 0) and jnp.all(padded.a[:, 4:] == 0)
+    # Same units, same real width in the output scale: equal up to summation round-off.
+    assert jnp.allclose(padded(X), real(X), rtol=1e-14, atol=1e-15)
+    # Padding gets exactly zero gradient (sigmoid(0) ≠ 0: without the mask a would move).
+    grads = jax.grad(lambda m: jnp.sum(m(X) ** 2))(padded)
+    assert jnp.all(grads.w[4:] == 0) and jnp.all(grads.a[:, 4:] == 0) and jnp.all(grads.b[4:] == 0)
+    assert jnp.all(jnp.isfinite(grads.w))
+    if scaling != "standard":
+        # The control: the same weights read at the stored width 9 give a different network.
+        unscaled = gf.TwoLayer(6, 9, "sigmoid", scaling=scaling, alpha=2.0, sphere=sphere, w=padded.w, a=padded.a,
+                               b=padded.b)
+        assert not jnp.allclose(unscaled(X), real(X), rtol=1e-3)
+
+
+def test_two_layer_active_width_jit_vmap_and_bad_values():
+    def output(m):
+        return gf.TwoLayer(6, 9, "tanh", scaling="ntk", key=jr.PRNGKey(0), active_width=m)(X)[0]
+
+    widths = jnp.array([1.0, 4.0, 9.0])
+    batched = jax.jit(jax.vmap(output))(widths)
+    plain = jnp.stack([gf.TwoLayer(6, 9, "tanh", scaling="ntk", key=jr.PRNGKey(0), active_width=int(m)).unpadded()(X)[0]
+                       for m in widths])
+    assert jnp.allclose(batched, plain, rtol=1e-14)
+    for bad in (0, 10, 2.5):
+        with pytest.raises(ValueError, match=re.escape(f"`active_width` must be an integer in [1, width = 9]; got {bad}")):
+            gf.TwoLayer(6, 9, key=jr.PRNGKey(0), active_width=bad)
+    with pytest.raises(Exception, match=re.escape("`active_width` must be an integer in [1, width = 9]")):
+        jax.jit(output)(jnp.asarray(12.0))

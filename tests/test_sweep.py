@@ -140,3 +140,28 @@ def test_store_resumes_and_refuses_foreign_or_corrupt(tmp_path):
     (out / "gflow_sweep.json").write_text("{not json")
     with pytest.raises(SweepStoreError, match="corrupt"):
         sweep(counted, 3, T1, **kwargs)
+
+
+def test_width_and_data_size_are_grid_axes_by_padding():
+    # Widths 2..8 padded to 8 units, data sizes 6..16 the first n of 16 samples: one trace and
+    # one compile for all 3 × 2 grid points, and every member is the flow of its real sizes.
+    def padded_flow(key, hyper):
+        model = gf.TwoLayer(D, 8, "tanh", scaling="ntk", key=key, active_width=hyper["width"])
+        return gf.GradientFlow(model, gf.squared_error, DATA.first(hyper["n"]))
+
+    traced = eqx.debug.assert_max_traces(padded_flow, max_traces=1)
+    ds = sweep(traced, 3, T1, grid={"width": [2, 5, 8], "n": [6, 16]}, num_times=11, rtol=RTOL, atol=ATOL,
+               chunk_size=9, progress=False)  # two chunks, one compile
+    assert ds["loss"].dims == ("width", "n", "member", "time") and bool(ds["succeeded"].all())
+    keys = jr.split(jr.PRNGKey(0), 3)
+    for width, n, member in ((2, 6, 0), (5, 16, 2), (8, 6, 1)):
+        flow = padded_flow(keys[member], {"width": width, "n": n}).unpadded()
+        assert flow.model0.width == width and flow.data.n == n
+        sol = gf.solve_flow(flow, T1, ts=jnp.asarray(ds["time"].values), rtol=RTOL, atol=ATOL)
+        got = ds.sel(width=width, n=n).isel(member=member)
+        # Same steps as the unpadded solve (solve_flow's error norm counts only real entries),
+        # so only summation-order round-off separates them.
+        assert int(got["num_steps"]) == int(sol.stats["num_steps"])
+        np.testing.assert_allclose(got["loss"].values, np.asarray(sol.observables["loss"]), rtol=1e-11)
+    # The axes matter: a member at width 2 is not the width-8 member (the check can fail).
+    assert not np.allclose(ds["loss"].sel(width=2).values, ds["loss"].sel(width=8).values, rtol=1e-3)

@@ -4,9 +4,10 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+import numpy as np
+from jaxtyping import Array, Bool, Float
 
-from .._validate import check_finite, check_float_array, message
+from .._validate import check_finite, check_float_array, is_concrete, message
 
 
 class InputOutputModes(eqx.Module):
@@ -39,13 +40,18 @@ class Dataset(AbstractDataset):
     A 1-D `y` of shape (n,) is read as (n, 1) (binary labels ±1, scalar regression targets).
     `modes` optionally records the input–output SVD the data was built with (so that mode
     strengths use that basis even where singular values repeat or vanish).
+
+    Padded data size (for sweeps over data sizes in one compile): `sample_mask` (n,) marks the
+    samples that count; every mean over samples (the loss, covariances, the training error) runs
+    over them alone. `first(n')` makes one; `unpadded()` drops the padding.
     """
 
     x: Float[Array, "n d"]
     y: Float[Array, "n k"]
     modes: InputOutputModes | None = None
+    sample_mask: Bool[Array, " n"] | None = None
 
-    def __init__(self, x, y, modes: InputOutputModes | None = None):
+    def __init__(self, x, y, modes: InputOutputModes | None = None, *, sample_mask=None):
         x = check_float_array("x", x, ndim=2)
         y = check_float_array("y", y, ndim=(1, 2))
         if y.ndim == 1:
@@ -60,10 +66,61 @@ class Dataset(AbstractDataset):
         self.x = check_finite("x", x)
         self.y = check_finite("y", y)
         self.modes = modes
+        if sample_mask is not None:
+            sample_mask = jnp.asarray(sample_mask)
+            if sample_mask.dtype != jnp.bool_ or sample_mask.shape != (x.shape[0],):
+                raise ValueError(message("sample_mask", f"be a boolean array of shape (n,) = ({x.shape[0]},)",
+                                         f"{sample_mask.dtype} array of shape {sample_mask.shape}"))
+        self.sample_mask = sample_mask
 
     @property
     def n(self) -> int:
+        """The number of samples stored (padding included; see `num_samples`)."""
         return self.x.shape[-2]
+
+    @property
+    def num_samples(self) -> int | Float[Array, ""]:
+        """The number of samples that count (n, or the number of True entries of `sample_mask`)."""
+        if self.sample_mask is None:
+            return self.n
+        return jnp.sum(self.sample_mask.astype(self.x.dtype))
+
+    def sample_mean(self, values: Float[Array, "n ..."]) -> Float[Array, "..."]:
+        """The mean of per-sample `values` over the samples that count (axis 0)."""
+        if self.sample_mask is None:
+            return jnp.mean(values, axis=0)
+        mask = self.sample_mask.reshape(-1, *([1] * (values.ndim - 1)))
+        return jnp.sum(jnp.where(mask, values, 0), axis=0) / self.num_samples.astype(values.dtype)
+
+    def first(self, n: int | float | Float[Array, ""]) -> "Dataset":
+        """The first `n` samples as a padded dataset: same arrays, `sample_mask` = index < n.
+
+        `n` may be traced (one compile for a whole grid of data sizes); it must be an integer in
+        [1, self.n]. The recorded `modes` are dropped (they belong to the whole set).
+        """
+        expected = f"be an integer in [1, n = {self.n}]"
+        if is_concrete(n):
+            value = np.asarray(n)
+            if value.ndim != 0 or not (1 <= value <= self.n) or value != np.round(value):
+                raise ValueError(message("n", expected, repr(n)))
+        else:
+            if jnp.ndim(n) != 0:
+                raise ValueError(message("n", "be a scalar", f"shape {jnp.shape(n)}"))
+            n = eqx.error_if(n, (n < 1) | (n > self.n) | (n != jnp.round(n)), message("n", expected, "a value that is not"))
+        n = jnp.asarray(n, dtype=self.x.dtype)
+        mask = jnp.arange(self.n, dtype=self.x.dtype) < n
+        # tree_at, not __init__: the arrays were checked already (and may be traced now).
+        return eqx.tree_at(lambda d: (d.modes, d.sample_mask), self, (None, mask), is_leaf=lambda v: v is None)
+
+    def unpadded(self) -> "Dataset":
+        """The samples that count, as an unmasked dataset (itself if nothing is padded; concrete
+        masks only)."""
+        if self.sample_mask is None:
+            return self
+        if not is_concrete(self.sample_mask):
+            raise ValueError(message("sample_mask", "be concrete to unpad (not traced under jit/vmap)", "a tracer"))
+        keep = np.asarray(self.sample_mask)
+        return Dataset(self.x[keep], self.y[keep])
 
     @property
     def d(self) -> int:
@@ -71,19 +128,24 @@ class Dataset(AbstractDataset):
 
     def mean_loss(self, model: Callable, loss: Callable) -> Float[Array, ""]:
         predictions = jax.vmap(model)(self.x)
-        return jnp.mean(jax.vmap(loss)(predictions, self.y))
+        return self.sample_mean(jax.vmap(loss)(predictions, self.y))
+
+    def _covariance(self, a, b):
+        if self.sample_mask is None:
+            return a.T @ b / self.n
+        return self.sample_mean(a[:, :, None] * b[:, None, :])
 
     def input_covariance(self) -> Float[Array, "d d"]:
         """Sxx = Xᵀ X / n (empirical, full batch)."""
-        return self.x.T @ self.x / self.n
+        return self._covariance(self.x, self.x)
 
     def input_output_covariance(self) -> Float[Array, "k d"]:
         """Syx = Yᵀ X / n."""
-        return self.y.T @ self.x / self.n
+        return self._covariance(self.y, self.x)
 
     def output_covariance(self) -> Float[Array, "k k"]:
         """Syy = Yᵀ Y / n."""
-        return self.y.T @ self.y / self.n
+        return self._covariance(self.y, self.y)
 
 
 def input_output_modes(data: Dataset, rank: int | None = None) -> InputOutputModes:

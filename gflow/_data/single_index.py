@@ -259,6 +259,9 @@ class SingleIndex(AbstractDataset):
                                     else f"sphere={model.sphere}, bias={model.b is not None}"))
         if model.a.shape[0] != 1:
             raise ValueError(message("model", "have out_dim = 1", f"out_dim = {model.a.shape[0]}"))
+        if model.active_width is not None:
+            raise ValueError(message("model", "have no padded width (SingleIndex's exact risk uses every unit)",
+                                     "TwoLayer(active_width=…)", "Use `model.unpadded()`."))
         if model.activation is not self.activation:
             raise ValueError(message("model.activation", "be the activation the SingleIndex data was built with "
                                      f"({self.activation!r})", repr(model.activation)))

@@ -36,7 +36,10 @@ def gradient_norm_below(epsilon: float) -> TrainingEvent:
 
 
 def _min_margin(t, params, flow):
-    return jnp.min(obs.margins(t, params, flow))
+    margins = obs.margins(t, params, flow)
+    if flow.data.sample_mask is not None:  # padding samples never hold the event back
+        margins = jnp.where(flow.data.sample_mask, margins, jnp.inf)
+    return jnp.min(margins)
 
 
 def all_correct() -> TrainingEvent:

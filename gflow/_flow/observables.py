@@ -34,7 +34,7 @@ def _finite_data(flow, name):
 
 
 def outputs(t, params, flow) -> Float[Array, "n k"]:
-    """f(x_μ) on the training inputs, shape (n, k)."""
+    """f(x_μ) on the training inputs, shape (n, k) (padding samples included)."""
     data = _finite_data(flow, "outputs")
     return jax.vmap(flow.model(params))(data.x)
 
@@ -49,7 +49,8 @@ def outputs_at(x: Float[Array, "n_test d"]) -> Callable:
 
 
 def margins(t, params, flow) -> Float[Array, " n"]:
-    """y_μ f(x_μ) per training example (binary labels ±1, summed over outputs)."""
+    """y_μ f(x_μ) per training example (binary labels ±1, summed over outputs; padding samples
+    included, see `Dataset.sample_mask`)."""
     data = _finite_data(flow, "margins")
     return jnp.sum(data.y * jax.vmap(flow.model(params))(data.x), axis=-1)
 
@@ -63,7 +64,7 @@ def classification_error(t, params, flow) -> Float[Array, ""]:
         wrong = (data.y[:, 0] * f[:, 0]) <= 0
     else:
         wrong = jnp.argmax(f, axis=-1) != jnp.argmax(data.y, axis=-1)
-    return jnp.mean(wrong.astype(f.dtype))
+    return data.sample_mean(wrong.astype(f.dtype))
 
 
 def _end_to_end(flow, params, name):

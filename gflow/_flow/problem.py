@@ -61,6 +61,26 @@ class GradientFlow(eqx.Module):
                 ) from None
         self.rates = rates
 
+    @property
+    def is_padded(self) -> bool:
+        """Whether the model's width or the data's size is padded (`TwoLayer(active_width=…)`,
+        `Dataset.first(n)`): the flow is that of the smaller problem, with arrays of a bigger one."""
+        data_padded = getattr(self.data, "sample_mask", None) is not None
+        return data_padded or self.model0.active_fraction() is not None
+
+    def unpadded(self) -> "GradientFlow":
+        """The same flow at the real sizes: padding units and samples dropped (concrete only).
+
+        Its trajectory equals this flow's on the real entries (to round-off; `solve_flow` keeps
+        the step-size control of the unpadded problem).
+        """
+        if not self.is_padded:
+            return self
+        if self.rates is not None and any(jnp.ndim(r) for r in jax.tree_util.tree_leaves(self.rates)):
+            raise ValueError(message("rates", "be scalars per parameter array to unpad a flow", "array rates"))
+        data = self.data.unpadded() if hasattr(self.data, "unpadded") else self.data
+        return GradientFlow(self.model0.unpadded(), self.loss, data, time_scale=self.time_scale, rates=self.rates)
+
     def model(self, params: Params) -> AbstractModel:
         """The full model with trainable arrays `params`."""
         return eqx.combine(params, self.static)

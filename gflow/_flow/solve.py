@@ -98,8 +98,8 @@ def integrate(
     save: Callable,
     num_times: int = 121,
     solver: diffrax.AbstractSolver | None = None,
-    rtol: float | None = None,
-    atol: float | None = None,
+    rtol: float | Float[Array, ""] | None = None,
+    atol: float | Float[Array, ""] | None = None,
     max_steps: int = 100_000,
     jump_ts: Sequence[float] | Array | None = None,
     event: diffrax.Event | None = None,
@@ -260,6 +260,17 @@ def solve_flow(
         d_rtol, d_atol = default_tolerances(params0)
         rtol = d_rtol if rtol is None else rtol
         atol = d_atol if atol is None else atol
+    event = _make_event(event, flow, rtol, atol)
+    step_rtol, step_atol = rtol, atol
+    fraction = flow.model0.active_fraction()
+    if fraction is not None:
+        # Padding entries are 0 with 0 derivative, so they add 0 to the error norm's sum of
+        # squares but count in its RMS denominator. Scaling both tolerances by √(real fraction)
+        # turns the RMS over all entries into the RMS over the real ones: the step-size control
+        # (and the initial step) of the unpadded problem, so padded and unpadded solves agree to
+        # round-off, not merely to rtol.
+        scale = jnp.sqrt(fraction)
+        step_rtol, step_atol = rtol * scale, atol * scale
     return integrate(
         flow.vector_field,
         params0,
@@ -270,11 +281,11 @@ def solve_flow(
         save=save,
         num_times=num_times,
         solver=solver,
-        rtol=rtol,
-        atol=atol,
+        rtol=step_rtol,
+        atol=step_atol,
         max_steps=max_steps,
         jump_ts=jump_ts,
-        event=_make_event(event, flow, rtol, atol),
+        event=event,
         throw=throw,
         progress=progress,
         dt0=dt0,

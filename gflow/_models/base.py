@@ -24,6 +24,16 @@ class AbstractModel(eqx.Module):
         """Filter spec for `eqx.partition`: True on every trainable array."""
         return jax.tree_util.tree_map(eqx.is_inexact_array, self)
 
+    def active_fraction(self) -> Float[Array, ""] | None:
+        """The fraction of trainable entries that are real rather than padding (padding sits still
+        at zero); None when nothing is padded. `solve_flow` uses it to keep the adaptive step
+        control that of the unpadded problem."""
+        return None
+
+    def unpadded(self) -> "AbstractModel":
+        """The same network without padding (itself when nothing is padded)."""
+        return self
+
 
 def identity(x):
     return x

@@ -14,7 +14,7 @@ from jaxtyping import Array, Float
 from .._custom_types import Observables, Times
 from .._data.single_index import SingleIndex, power_series, powers, quantile_weights, warn_if_unlearnable
 from .._flow.solve import integrate
-from .._validate import check_float_array, check_positive, is_concrete, message, regime_error
+from .._validate import check_float_array, check_positive, is_concrete, message, check_unpadded, regime_error
 from .base import AbstractReducedODE
 
 #: Gauss–Legendre nodes for the phase-1 time integral (smooth integrand: exact to round-off).
@@ -80,6 +80,7 @@ class SingleIndexMeanField(AbstractReducedODE):
     @classmethod
     def from_flow(cls, flow, eps) -> "SingleIndexMeanField":
         """Particles (a_i, s_i) of the network at t = 0 (needs mean-field scaling with α = 1)."""
+        check_unpadded("SingleIndexMeanField", flow)
         model, data = flow.model0, flow.data
         if not isinstance(data, SingleIndex):
             raise TypeError(message("flow.data", "be a gflow.SingleIndex", type(data).__name__))

@@ -6,7 +6,7 @@ from jaxtyping import Array, Float
 from .._custom_types import Observables, Times
 from .._data.base import Dataset
 from .._losses import squared_error
-from .._validate import check_float_array, message, regime_error
+from .._validate import check_float_array, message, check_unpadded, regime_error
 from .base import AbstractTheory
 
 
@@ -52,6 +52,7 @@ class LinearizedMSE(AbstractTheory):
     def from_flow(cls, flow, x_test: Float[Array, "m d"] | None = None) -> "LinearizedMSE":
         """Seed from the network at t = 0: empirical NTK on the training (and test) inputs."""
         name = "LinearizedMSE"
+        check_unpadded(name, flow)
         if flow.loss is not squared_error:
             raise regime_error(name, "the squared_error loss", f"got {getattr(flow.loss, '__name__', flow.loss)}")
         if not isinstance(flow.data, Dataset):

@@ -26,7 +26,7 @@ from .._flow.solve import solve_flow
 from .._losses import hinge
 from .._models.base import ACTIVATIONS
 from .._models.two_layer import TwoLayer
-from .._validate import check_float_array, is_concrete, message, regime_error
+from .._validate import check_float_array, is_concrete, message, check_unpadded, regime_error
 from .base import AbstractReducedODE, AbstractTheory
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -176,6 +176,7 @@ def _margin_of(flow) -> float:
 
 def _check_flow(flow, name: str, teacher) -> tuple[TwoLayer, float, Float[Array, " d"], str]:
     """Regime checks shared by the from_flow constructors; returns (model, h, ŵ*, activation)."""
+    check_unpadded(name, flow)
     model = flow.model0
     if not isinstance(model, TwoLayer) or model.scaling != "mean_field":
         raise regime_error(name, 'a TwoLayer with scaling="mean_field"', f"got {type(model).__name__}")
@@ -466,6 +467,7 @@ class LinearMeanFieldMoments(AbstractReducedODE):
     @classmethod
     def from_flow(cls, flow, teacher: Float[Array, " d"]) -> "LinearMeanFieldMoments":
         """Moments of the network at τ = 0; needs σ = linear (any data, labels need not be separable)."""
+        check_unpadded("LinearMeanFieldMoments", flow)
         model = flow.model0
         if not isinstance(model, TwoLayer) or ACTIVATIONS.get("linear") is not model.activation:
             raise regime_error("LinearMeanFieldMoments", "a mean-field TwoLayer with σ = linear",

@@ -7,7 +7,7 @@ from .._custom_types import Observables, Times
 from .._data.base import Dataset, input_output_modes
 from .._losses import squared_error
 from .._models.linear import DeepLinear
-from .._validate import check_float_array, is_concrete, message, regime_error
+from .._validate import check_float_array, is_concrete, message, check_unpadded, regime_error
 from .base import AbstractTheory
 
 _SERIES_TERMS = 60
@@ -175,6 +175,7 @@ class DeepLinearModes(AbstractTheory):
         """
         model = flow.model0
         name = "DeepLinearModes"
+        check_unpadded(name, flow)
         if not isinstance(model, DeepLinear):
             raise regime_error(name, "a DeepLinear model", f"got {type(model).__name__}")
         if flow.loss is not squared_error:

@@ -21,7 +21,7 @@ from .._data.base import Dataset
 from .._losses import hinge, logistic
 from .._models.two_layer import TwoLayer
 from .._special import expi, invert_increasing, lambertw, wrightomega
-from .._validate import check_float_array, is_concrete, message, regime_error
+from .._validate import check_float_array, is_concrete, message, check_unpadded, regime_error
 from .base import AbstractReducedODE, AbstractTheory
 
 _TAU_MAX = 60.0
@@ -98,6 +98,7 @@ def feature_modes(data: Dataset, name: str, *, features=None, atol: float = 1e-1
 
 def _two_layer_units(flow, name: str, losses, *, features=None, atol: float = 1e-10):
     """The mode structure and per-unit (u₀, ṽ₀) of a properly initialised TwoLayer flow."""
+    check_unpadded(name, flow)
     model = flow.model0
     if not isinstance(model, TwoLayer):
         raise regime_error(name, "a TwoLayer model", f"got {type(model).__name__}")
@@ -429,6 +430,7 @@ class BalancedCEMargins(AbstractTheory):
     def from_flow(cls, flow, *, atol: float = 1e-10) -> "BalancedCEMargins":
         """Seed from a logistic TwoLayer flow with one balanced (u₀ = ṽ₀ > 0) unit per mode."""
         name = cls.__name__
+        check_unpadded(name, flow)
         _, mode_of, s, p, y, unit_mode, u0, vt0 = _two_layer_units(flow, name, (logistic,), atol=atol)
         K = s.shape[0]
         if sorted(unit_mode.tolist()) != list(range(K)) or np.any(u0 <= 0):
@@ -495,6 +497,7 @@ class LinearCEMargins(AbstractTheory):
         from .._models.chain import ReLUChain
 
         name = cls.__name__
+        check_unpadded(name, flow)
         model = flow.model0
         if not isinstance(model, ReLUChain) or model.depth != 1:
             raise regime_error(name, "a linear classifier (ReLUChain with no hidden layer)",
@@ -549,6 +552,7 @@ class FrequencyStarvation(AbstractReducedODE):
         from .._models.chain import ReLUChain
 
         name = cls.__name__
+        check_unpadded(name, flow)
         model = flow.model0
         if not isinstance(model, ReLUChain) or model.depth != 1 or flow.loss is not logistic:
             raise regime_error(name, "a linear classifier (depth-1 ReLUChain) under the logistic loss",
@@ -624,6 +628,7 @@ class ChainModes(AbstractTheory):
         from .._models.chain import ReLUChain
 
         name = cls.__name__
+        check_unpadded(name, flow)
         model = flow.model0
         if not isinstance(model, ReLUChain) or model.depth < 2:
             raise regime_error(name, "a ReLUChain with at least one hidden layer", f"got {type(model).__name__}")
@@ -718,6 +723,7 @@ class SoftmaxModes(AbstractTheory):
         from .._losses import cross_entropy
 
         name = cls.__name__
+        check_unpadded(name, flow)
         model = flow.model0
         if not isinstance(model, TwoLayer) or model.b is not None or flow.loss is not cross_entropy:
             raise regime_error(name, "a bias-free relu TwoLayer under cross_entropy", "got another setup")
