@@ -79,7 +79,7 @@ def test_readme_cli_block_writes_store_and_plots(reference, capsys):
     assert bool(ds["succeeded"].all())
     assert ds["loss"].dims == ("init_scale", "member", "time")
     assert ds.attrs["dtype"] == "float64" and ds.attrs["matmul_precision"]
-    for png in ("loss_quantiles.png", "event_times.png"):
+    for png in ("loss_quantiles.png", "final_loss.png", "event_times.png"):
         assert (reference / "plots" / png).read_bytes()[:4] == b"\x89PNG"
 
 
@@ -147,7 +147,8 @@ def test_readme_python_block_runs(tmp_path, monkeypatch):
     namespace = {"__name__": "__readme__"}
     exec(compile(block, "README.md#sweeps", "exec"), namespace)
     ds = namespace["ds"]
-    assert ds["loss"].dims == ("init_scale", "time_scale", "member", "time")
+    assert ds["loss"].dims == ("init_scale", "size", "member", "time")
+    assert ds["width"].values.tolist() == [4, 8] and ds["n"].dims == ("size",)
     assert ds.sizes["member"] == 100 and bool(ds["succeeded"].all())
     assert (tmp_path / "sweep_py" / "gflow_sweep.json").is_file()
 

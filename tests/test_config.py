@@ -109,3 +109,11 @@ def test_width_and_data_size_grid_pad_to_the_largest():
     np.testing.assert_allclose(flow.loss_value(flow.params0), real.loss_value(real.params0), rtol=1e-14)
     with pytest.raises(ValueError, match=r"`n` must be an integer in \[1, n = 16\]; got 17"):
         config.dataset().first(17)
+
+
+def test_width_data_size_example_parses():
+    config = gf.load_config(REPO / "examples" / "width_data_size_sweep.toml")
+    assert config.grid_values() == {"width": [4.0, 16.0, 64.0], "n": [8.0, 32.0, 128.0]}
+    flow = config.flow_factory()(jr.PRNGKey(0), {"width": jnp.asarray(16.0), "n": jnp.asarray(32.0)})
+    assert flow.model0.width == 64 and flow.data.n == 128
+    assert float(flow.model0.output_scale) == pytest.approx(1 / 4)  # 1/√16: the real width's NTK scale

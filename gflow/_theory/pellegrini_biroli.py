@@ -66,12 +66,16 @@ def hinge_with_margin(margin: float) -> Callable:
 
 
 def mean_field_hinge_flow(model: TwoLayer, data: Dataset, margin: float = 1.0) -> GradientFlow:
-    """`GradientFlow` of a mean-field `TwoLayer` under the hinge with margin h, on the clock τ = α t/M."""
+    """`GradientFlow` of a mean-field `TwoLayer` under the hinge with margin h, on the clock τ = α t/M
+    (M = the real width, `active_width`, for a padded model)."""
     if not isinstance(model, TwoLayer) or model.scaling != "mean_field":
         raise ValueError(message("model", 'be a TwoLayer with scaling="mean_field"',
                                  getattr(model, "scaling", type(model).__name__)))
-    return GradientFlow(model, hinge_with_margin(margin), data,
-                        time_scale=mean_field_time_scale(model.width, model.alpha))
+    if model.active_width is not None:
+        time_scale = model.active_width / model.alpha
+    else:
+        time_scale = mean_field_time_scale(model.width, model.alpha)
+    return GradientFlow(model, hinge_with_margin(margin), data, time_scale=time_scale)
 
 
 def separable_gaussian(
@@ -153,12 +157,12 @@ def node_observables(teacher: Float[Array, " d"], margin: float = 1.0) -> dict[s
 
     def v(t, params, flow):
         m = flow.model(params)
-        return m.a[0] @ m.w / m.width
+        return (m.output_scale / m.alpha) * (m.a[0] @ m.w)  # (1/M) Σ a_i w_i, M the real width
 
     def unsatisfied_fraction(t, params, flow):
         m = flow.model(params)
         yf = flow.data.y[:, 0] * jax.vmap(m)(flow.data.x)[:, 0]
-        return jnp.mean((yf < margin).astype(yf.dtype))
+        return flow.data.sample_mean((yf < margin).astype(yf.dtype))
 
     return {"a": a, "w_par": w_par, "w_perp": w_perp, "balance": balance, "v": v,
             "unsatisfied_fraction": unsatisfied_fraction, "loss": lambda t, p, flow: flow.loss_value(p)}
@@ -510,19 +514,17 @@ def frozen_dataset_gamma(margins: Float[Array, " P"], ts: Float[Array, "*T"], *,
 
 
 def _padded_errors(width, key, padded_width, data, teacher, ts, alpha, margin, rtol, atol, init_scale, max_steps):
-    """One random N(0, s²) init of width M = `width`, run inside a network of `padded_width` M' so
-    that every width shares one compile: the M real nodes are scaled by c = √(M'/M) and the others
-    are zero (they stay zero: σ(0) = 0 and a = 0). For ReLU, f is 2-homogeneous in (a, w), so the
-    output is the width-M output and, with the padded clock M'/α, θ/c follows the width-M flow
-    exactly. Returns the relative (a, w∥) error at ts[-1] against the M = ∞ finite-P theory, the
-    same for the frozen-dataset control, the RMS unsatisfied-fraction deviation and the step count."""
+    """One random N(0, s²) init of width M = `width`, run as a `TwoLayer` of `padded_width` units
+    with `active_width` = M, so that every width shares one compile (the padding units are zero
+    and stay zero; the output scale α/M and the clock M/α are the width-M ones). Returns the
+    relative (a, w∥) error at ts[-1] against the M = ∞ finite-P theory, the same for the
+    frozen-dataset control, the RMS unsatisfied-fraction deviation and the step count."""
     d = data.d
     kw, ka = jr.split(key)
-    real = jnp.arange(padded_width) < width
-    c = jnp.sqrt(padded_width / jnp.asarray(width, dtype=float))
+    real = jnp.arange(padded_width, dtype=data.x.dtype) < width
     w0 = jnp.where(real[:, None], init_scale * jr.normal(kw, (padded_width, d)), 0.0)
     a0 = jnp.where(real, init_scale * jr.normal(ka, (padded_width,)), 0.0)
-    model = TwoLayer(d, padded_width, "relu", scaling="mean_field", alpha=alpha, w=c * w0, a=c * a0)
+    model = TwoLayer(d, padded_width, "relu", scaling="mean_field", alpha=alpha, w=w0, a=a0, active_width=width)
     flow = mean_field_hinge_flow(model, data, margin)
     obs = node_observables(teacher, margin)
     sol = solve_flow(flow, ts[-1], ts=ts, observables={k: obs[k] for k in ("a", "w_par", "unsatisfied_fraction")},
@@ -531,7 +533,7 @@ def _padded_errors(width, key, padded_width, data, teacher, ts, alpha, margin, r
     theory = MeanFieldHingeFiniteP(data.y[:, 0] * (data.x @ teacher), d=d, alpha=alpha, margin=margin,
                                    C0=0.0, S0=init_scale**2, a0=a0, w_par0=w_par0)
     pred = theory.evaluate(ts)
-    sim = jnp.concatenate([sol.observables["a"][-1], sol.observables["w_par"][-1]]) / c
+    sim = jnp.concatenate([sol.observables["a"][-1], sol.observables["w_par"][-1]])
     th = jnp.concatenate([pred["a"][-1], pred["w_par"][-1]])
     frozen = _node_paths(a0, w_par0, frozen_dataset_gamma(theory.margins_sorted, ts[-1], d=d))
     fz = jnp.concatenate([frozen["a"], frozen["w_par"]])
@@ -588,7 +590,7 @@ def finite_width_sweep(
     teacher = jnp.eye(data.d)[0] if teacher is None else teacher / jnp.linalg.norm(teacher)
     ts = jnp.linspace(0.0, t1, num_times)
     W = len(widths)
-    m = jnp.repeat(jnp.asarray(widths), num_seeds)
+    m = jnp.repeat(jnp.asarray(widths, dtype=data.x.dtype), num_seeds)
     keys = jr.split(key, W * num_seeds)
     run = functools.partial(_padded_errors, padded_width=max(widths), data=data, teacher=teacher, ts=ts,
                             alpha=alpha, margin=margin, rtol=rtol, atol=atol, init_scale=init_scale,
