@@ -188,6 +188,12 @@ def main(argv=None) -> Path:
         print("diffrax-naive", record["runs"]["diffrax-naive"], flush=True)
         record["runs"]["torch-gd"] = run_torch_gd(flow, t1, args.dtau, repeats)
         print("torch-gd", record["runs"]["torch-gd"], flush=True)
+    # Accuracy reached: each method's final loss against the adaptive flow solve (the reference
+    # at rtol; GD's gap is its O(Δτ) discretisation error).
+    reference = record["runs"]["gflow"]
+    for run in record["runs"].values():
+        if "final_loss" in run and reference.get("result") == 0:
+            run["loss_gap_vs_gflow"] = abs(run["final_loss"] - reference["final_loss"]) / abs(reference["final_loss"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = "small" if args.small else "full"
