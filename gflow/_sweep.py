@@ -552,9 +552,8 @@ def _plot_final_loss(plt, ds, grid_dims, params, out):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             q = np.nanquantile(point, [0.25, 0.5, 0.75], axis=1)
-        label = ", ".join(f"{c}={float(ds[c].isel({ds[c].dims[0]: i})):g}"
-                          for c in params if ds[c].dims[0] in others
-                          for i in [index[others.index(ds[c].dims[0])]]) or None
+        at = dict(zip(others, index))
+        label = ", ".join(f"{c}={float(ds[c][at[ds[c].dims[0]]]):g}" for c in params if ds[c].dims[0] in at) or None
         ax.errorbar(x, q[1], yerr=[q[1] - q[0], q[2] - q[1]], marker="o", capsize=3, label=label)
     ax.set_xscale("log" if np.all(x > 0) and x.max() / x.min() >= 10 else "linear")
     ax.set_yscale("log")
