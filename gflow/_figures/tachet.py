@@ -44,16 +44,20 @@ def mode_flow(u0, vt0, loss, norms=S4, counts=COUNTS4, labels=LABELS4):
     return gf.GradientFlow(gf.TwoLayer(K, K, "relu", w=w, a=a), loss, data)
 
 
-def mode_solution(loss, u0=(0.1, 0.1, 0.2, 0.05), vt0=(0.1, 0.05, -0.1, 0.15), t1=1e4, num=60):
-    """(theory, simulation) of the 4-mode problem under `loss` ("hinge" or "logistic")."""
-    flow = mode_flow(u0, vt0, getattr(gf, loss))
+def _mode_theory(flow, loss):
+    """(theory, its TwoLayerModes, the hinge kink times for `jump_ts` or None) of a mode flow."""
     if loss == "hinge":
         theory = modes = TwoLayerModes.from_flow(flow)
         kinks = np.asarray(modes.kink_times())
-        jumps = jnp.asarray(kinks[np.isfinite(kinks)])
-    else:
-        theory = TwoLayerModesCE.from_flow(flow)
-        modes, jumps = theory.modes, None
+        return theory, modes, jnp.asarray(kinks[np.isfinite(kinks)])
+    theory = TwoLayerModesCE.from_flow(flow)
+    return theory, theory.modes, None
+
+
+def mode_solution(loss, u0=(0.1, 0.1, 0.2, 0.05), vt0=(0.1, 0.05, -0.1, 0.15), t1=1e4, num=60):
+    """(theory, simulation) of the 4-mode problem under `loss` ("hinge" or "logistic")."""
+    flow = mode_flow(u0, vt0, getattr(gf, loss))
+    theory, modes, jumps = _mode_theory(flow, loss)
     ts = jnp.logspace(-2, np.log10(t1), num)
     sol = gf.solve_flow(flow, t1, ts=ts, observables=modes.simulation_observables(), solver=SOLVER,
                         rtol=RTOL, atol=ATOL, jump_ts=jumps, max_steps=200_000)
@@ -105,9 +109,7 @@ def fig_error(out: Path, small: bool) -> list[Path]:
     for ax, loss in zip(axes, ("hinge", "logistic")):
         w, a = proper_init(u0, vt0, labels, K, key=jr.PRNGKey(4))
         flow = gf.GradientFlow(gf.TwoLayer(K, K, "relu", w=w, a=a), getattr(gf, loss), data)
-        modes = TwoLayerModes.from_flow(flow) if loss == "hinge" else TwoLayerModesCE.from_flow(flow).modes
-        kinks = np.asarray(modes.kink_times())
-        jumps = jnp.asarray(kinks[np.isfinite(kinks)]) if loss == "hinge" else None
+        _, modes, jumps = _mode_theory(flow, loss)
         sol = gf.solve_flow(flow, ts[-1], ts=ts, observables=["classification_error"], solver=SOLVER,
                             rtol=RTOL, atol=ATOL, jump_ts=jumps)
         region = phase_region(modes.u0, modes.vt0)
