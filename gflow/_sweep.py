@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -25,7 +26,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._flow import GradientFlow, default_times, solve_flow
 from ._flow.observables import resolve_observables
-from ._store import MemoryStore, ZarrStore, read_manifest
+from ._store import FORMAT, MANIFEST, MemoryStore, SweepWarning, ZarrStore, json_normal, read_manifest, read_store
 from ._validate import check_increasing_times, message
 
 #: Result codes beyond diffrax's own `RESULTS` values (which are ≥ 0).
@@ -49,10 +50,6 @@ SUMMARIES = ("final_loss", "t_final", "num_steps", "num_rejected_steps", "result
 def reason(code: int) -> str:
     """Why a member failed, from its stored `result` code."""
     return _REASONS.get(int(code), f"diffrax result code {int(code)}")
-
-
-class SweepWarning(UserWarning):
-    """Some members of a sweep failed; the rest were kept."""
 
 
 class SweepError(RuntimeError):
@@ -87,6 +84,9 @@ def parse_grid(grid: Mapping | None) -> list[tuple[str, dict[str, np.ndarray]]]:
                 raise ValueError(message(where, "be a non-empty 1-D array of real numbers",
                                          f"{arr.dtype} array of shape {arr.shape}"))
             values[name] = arr.astype(float)
+            bad = np.flatnonzero(~np.isfinite(values[name]))
+            if bad.size:
+                raise ValueError(message(f"{where}[{int(bad[0])}]", "be finite", f"{values[name][bad[0]]}"))
         lengths = {name: a.shape[0] for name, a in values.items()}
         if len(set(lengths.values())) > 1:
             raise ValueError(message(f"grid[{dim!r}]",
@@ -172,17 +172,69 @@ def _describe(fn) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
 
 
-#: Traced/compiled chunk solvers of recent sweeps: rerunning (or resuming) a sweep in the same
-#: process with the same `make_flow` object and settings reuses the compile.
-_COMPILED: dict = {}
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
 
 
-def _cache_key(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, typed, devices, arg_shapes):
+def _canonical(text: str) -> str:
+    """`text` without memory addresses (they differ between processes)."""
+    return _ADDRESS.sub("0x", text)
+
+
+def _describe_solver(solver) -> str:
+    return "Tsit5 (default)" if solver is None else _canonical(repr(solver))
+
+
+def _all_consts(closed) -> list:
+    """The constants of a closed jaxpr and of every closed jaxpr in its equations' params."""
+    from jax.extend.core import ClosedJaxpr, Jaxpr
+
+    consts, stack, seen = list(closed.consts), [closed.jaxpr], set()
+    while stack:
+        jaxpr = stack.pop()
+        if id(jaxpr) in seen:
+            continue
+        seen.add(id(jaxpr))
+        for eqn in jaxpr.eqns:
+            for value in eqn.params.values():
+                for v in value if isinstance(value, (tuple, list)) else (value,):
+                    if isinstance(v, ClosedJaxpr):
+                        consts.extend(v.consts)
+                        stack.append(v.jaxpr)
+                    elif isinstance(v, Jaxpr):
+                        stack.append(v)
+    return consts
+
+
+def computation_fingerprint(closed) -> str:
+    """SHA-256 of a traced per-member computation: the jaxpr's text (memory addresses removed:
+    it is the same in every process) and the bytes, shape and dtype of every constant (arrays
+    `make_flow` closes over, e.g. the data)."""
+    h = hashlib.sha256(_canonical(str(closed.jaxpr)).encode())
+    for c in _all_consts(closed):
+        if hasattr(c, "dtype") and jnp.issubdtype(c.dtype, jax.dtypes.prng_key):
+            c = jr.key_data(c)
+        try:
+            a = np.asarray(c)
+        except Exception:  # an opaque constant: its text
+            h.update(_canonical(repr(c)).encode())
+            continue
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:32]
+
+
+#: Traced per-member computations of recent sweeps (with their compiled chunk solvers):
+#: rerunning (or resuming) a sweep in the same process with the same `make_flow` object and
+#: settings reuses the trace and the compile.
+_MEMBERS: dict = {}
+
+
+def _cache_key(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, typed, in_specs):
     obs = tuple(resolve_observables(observables).items())
     key = (make_flow, t1, np.asarray(ts).tobytes(), obs, tuple(sorted(solve_kwargs.items(), key=lambda kv: kv[0])),
-           loss_threshold, typed, tuple(devices), jax.config.jax_enable_x64,
-           tuple(sorted(arg_shapes[1])),
-           tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(arg_shapes)))
+           loss_threshold, typed, jax.config.jax_enable_x64, str(jax.config.jax_default_matmul_precision),
+           tuple(sorted(in_specs[1])),
+           tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(in_specs)))
     try:
         hash(key)
     except TypeError:  # e.g. an unhashable solver: no reuse
@@ -296,14 +348,35 @@ def sweep(
     run_member = np.tile(np.arange(n_members), n_points)
 
     solve_one = _member_solver(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, typed)
-    batched = jax.vmap(lambda k, h: solve_one(k, h)[0])
+    in_specs = (jax.ShapeDtypeStruct(key_data.shape[1:], key_data.dtype),
+                {k: jax.ShapeDtypeStruct((), v.dtype) for k, v in hyper_runs.items()})
+    cache_key = _cache_key(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, typed, in_specs)
+    member = _MEMBERS.get(cache_key) if cache_key is not None else None
+    if member is None:
+        # The one trace of make_flow: one member on abstract inputs. Its jaxpr is the sweep's
+        # identity (fingerprint) and what every chunk evaluates (vmapped; compiled once).
+        closed, shapes = jax.make_jaxpr(solve_one, return_shape=True)(*in_specs)
+        member = {"jaxpr": closed, "shapes": shapes, "fingerprint": computation_fingerprint(closed), "runs": {}}
+        if cache_key is not None:
+            _MEMBERS[cache_key] = member
+            while len(_MEMBERS) > 8:
+                _MEMBERS.pop(next(iter(_MEMBERS)))
+    closed, (example, example_flow) = member["jaxpr"], member["shapes"]
+    out_tree = jax.tree_util.tree_structure(example)
+    n_out = out_tree.num_leaves
+    member_fn = jax.extend.core.jaxpr_as_fun(closed)
+
+    def run_member_jaxpr(k, h):
+        flat = member_fn(*jax.tree_util.tree_leaves((k, h)))
+        return jax.tree_util.tree_unflatten(out_tree, flat[:n_out])
+
+    batched = jax.vmap(run_member_jaxpr)
     devices = list(jax.local_devices() if devices is None else devices)
     n_dev = len(devices)
+    requested = chunk_size
     if chunk_size is None:
-        # An abstract probe (no compile) sizes the chunk; make_flow is traced once more below.
-        example, example_flow = jax.eval_shape(solve_one, key_data[0], {k: v[0] for k, v in hyper_runs.items()})
-        out_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(example))
-        state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(example_flow))
+        out_bytes = sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(example))
+        state_bytes = sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(example_flow))
         # Heuristic: saved outputs twice (device + host) plus ~64 copies of the flow's arrays
         # (solver stages, controller state, vector-field intermediates).
         per_member = 2 * out_bytes + 64 * state_bytes
@@ -312,32 +385,15 @@ def sweep(
         chunk_size = max(n_dev, chunk_size // n_dev * n_dev)
     elif not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(message("chunk_size", "be a positive integer", repr(chunk_size)))
-    if out is not None and os.path.isfile(os.path.join(out, "gflow_sweep.json")):
-        chunk_size = int(read_manifest(out)["chunk_size"])  # a resumed store keeps its chunking
-    if chunk_size % n_dev:
-        raise ValueError(message("chunk_size", f"be a multiple of the number of local devices ({n_dev})", chunk_size))
-
-    if n_dev > 1:
-        mesh = jax.sharding.Mesh(np.asarray(devices), ("sweep",))
-        spec_p = jax.sharding.PartitionSpec("sweep")
-        batched = jax.shard_map(batched, mesh=mesh, in_specs=(spec_p, spec_p), out_specs=spec_p, check_vma=False)
-        sharding = jax.sharding.NamedSharding(mesh, spec_p)
-    else:
-        sharding = jax.sharding.SingleDeviceSharding(devices[0])
-    arg_shapes = (
-        jax.ShapeDtypeStruct((chunk_size, *key_data.shape[1:]), key_data.dtype, sharding=sharding),
-        {k: jax.ShapeDtypeStruct((chunk_size,), v.dtype, sharding=sharding) for k, v in hyper_runs.items()},
-    )
-    cache_key = _cache_key(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, typed, devices, arg_shapes)
-    entry = _COMPILED.get(cache_key) if cache_key is not None else None
-    if entry is None:
-        entry = {"traced": jax.jit(batched).trace(*arg_shapes), "compiled": None}  # the one trace
-        if cache_key is not None:
-            _COMPILED[cache_key] = entry
-            while len(_COMPILED) > 8:
-                _COMPILED.pop(next(iter(_COMPILED)))
-    traced = entry["traced"]
-    example = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), traced.out_info)
+    if out is not None and os.path.isfile(os.path.join(out, MANIFEST)):
+        stored = int(read_manifest(out)["chunk_size"])  # a resumed store keeps its chunking
+        if requested is not None and requested != stored:
+            warnings.warn(f"`chunk_size` {requested} ignored: the store {str(out)!r} was written with chunk_size "
+                          f"{stored} and a resumed store keeps its chunking", SweepWarning, stacklevel=2)
+        chunk_size = stored
+    # Each compiled call runs `batch` members, a multiple of the device count: a chunk size that
+    # is not (e.g. a store written on another number of devices) is padded with repeated runs.
+    batch = -(-chunk_size // n_dev) * n_dev
 
     variables = {}
     for name, leaf in example.items():
@@ -347,8 +403,12 @@ def sweep(
         if name not in SUMMARIES:
             dims[0] = "time"
         variables[name] = {"dims": dims, "shape": list(leaf.shape), "dtype": str(leaf.dtype)}
+    versions = _versions()
+    # The sweep's identity: what it computes. A store holding another identity is refused,
+    # naming the keys that differ.
     description = {
-        "make_flow": _describe(make_flow),
+        "computation": member["fingerprint"],
+        "gflow_version": versions["gflow_version"],
         "config": dict(config) if config is not None else None,
         "members": n_members,
         "keys_sha256": hashlib.sha256(key_data.tobytes()).hexdigest(),
@@ -356,19 +416,22 @@ def sweep(
         "t1": t1,
         "ts": np.asarray(ts).tolist(),
         "observables": sorted(n for n in variables if n not in SUMMARIES),
-        "observable_functions": {k: _describe(v) for k, v in resolve_observables(observables).items()},
         "loss_threshold": loss_threshold,
-        "solver": type(solver).__name__ if solver is not None else "Tsit5",
+        "solver": _describe_solver(solver),
         "rtol": rtol, "atol": atol, "max_steps": max_steps,
-        "dtype": str(dtype),
+        "dtype": str(dtype), "matmul_precision": versions["matmul_precision"],
     }
+    description = json_normal(description)
+    context = {"make_flow": _describe(make_flow),
+               "observable_functions": {k: _describe(v) for k, v in resolve_observables(observables).items()},
+               **versions}
     digest = config_hash(description)
-    attrs = {**_versions(), "config_hash": digest, "config": json.dumps(description, sort_keys=True)}
+    attrs = {**versions, "config_hash": digest, "config": json.dumps(description, sort_keys=True)}
     coords = {"time": np.asarray(ts)}
     coord_dims = {"time": "time"}
     spec = {
-        "format": "gflow-sweep/1", "config_hash": digest, "config": description, "n_runs": n_runs,
-        "chunk_size": chunk_size, "n_members": n_members, "grid_dims": [dim for dim, _ in axes],
+        "format": FORMAT, "config_hash": digest, "config": description, "context": json_normal(context),
+        "n_runs": n_runs, "chunk_size": chunk_size, "n_members": n_members, "grid_dims": [dim for dim, _ in axes],
         "grid_shape": list(grid_shape), "variables": variables, "coords": {k: v.tolist() for k, v in coords.items()},
         "coord_dims": coord_dims, "attrs": attrs,
     }
@@ -378,28 +441,65 @@ def sweep(
     p_count = jax.process_count() if process_count is None else process_count
     mine = [c for c in range(n_chunks) if c % p_count == p_index]
     todo = [c for c in mine if not store.is_done(c)]
+    size = lambda c: min(chunk_size, n_runs - c * chunk_size)
 
     if todo:
-        if entry["compiled"] is None:
-            entry["compiled"] = traced.lower().compile()  # the sweep's one compile
-        compiled = entry["compiled"]
+        if n_dev > 1:
+            mesh = jax.sharding.Mesh(np.asarray(devices), ("sweep",))
+            spec_p = jax.sharding.PartitionSpec("sweep")
+            batched = jax.shard_map(batched, mesh=mesh, in_specs=(spec_p, spec_p), out_specs=spec_p, check_vma=False)
+            sharding = jax.sharding.NamedSharding(mesh, spec_p)
+        else:
+            sharding = jax.sharding.SingleDeviceSharding(devices[0])
         place = lambda x: jax.device_put(x, sharding)
+        run_key = (batch, tuple(devices))
+        entry = member["runs"].setdefault(run_key, {"compiled": None})
+
+        def compute(c):
+            if entry["compiled"] is None:  # the sweep's one compile (of the one trace above)
+                arg_shapes = (
+                    jax.ShapeDtypeStruct((batch, *key_data.shape[1:]), key_data.dtype, sharding=sharding),
+                    {k: jax.ShapeDtypeStruct((batch,), v.dtype, sharding=sharding) for k, v in hyper_runs.items()},
+                )
+                entry["compiled"] = jax.jit(batched).trace(*arg_shapes).lower().compile()
+            start = c * chunk_size
+            stop = start + size(c)
+            # Pad the chunk to `batch` runs by repeating its last run (the padding is dropped).
+            idx = np.minimum(np.arange(start, start + batch), stop - 1)
+            keys_c = place(key_data[run_member[idx]])
+            hyper_c = {k: place(v[idx]) for k, v in hyper_runs.items()}
+            result = entry["compiled"](keys_c, hyper_c)
+            store.write_chunk(c, {k: np.asarray(v)[: stop - start] for k, v in result.items()})
+
         from tqdm.auto import tqdm
 
-        done_before = sum(min(chunk_size, n_runs - c * chunk_size) for c in mine if c not in todo)
-        total = sum(min(chunk_size, n_runs - c * chunk_size) for c in mine)
-        with tqdm(total=total, initial=done_before, unit="member", desc="sweep", disable=not progress,
-                  dynamic_ncols=True, smoothing=0.1) as bar:
-            for c in todo:
-                start = c * chunk_size
-                stop = min(start + chunk_size, n_runs)
-                idx = np.minimum(np.arange(start, start + chunk_size), n_runs - 1)  # pad the last chunk
-                keys_c = place(key_data[run_member[idx]])
-                hyper_c = {k: place(v[idx]) for k, v in hyper_runs.items()}
-                result = compiled(keys_c, hyper_c)
-                data = {k: np.asarray(v)[: stop - start] for k, v in result.items()}
-                store.write_chunk(c, data)
-                bar.update(stop - start)
+        done_before = sum(size(c) for c in mine if c not in todo)
+        total = sum(size(c) for c in mine)
+        try:
+            with tqdm(total=total, initial=done_before, unit="member", desc="sweep", disable=not progress,
+                      dynamic_ncols=True, smoothing=0.1) as bar:
+                held_elsewhere = []
+                for c in todo:
+                    if not store.claim(c):  # another writer is computing it
+                        held_elsewhere.append(c)
+                        continue
+                    try:
+                        if not store.is_done(c):  # (or has just finished it)
+                            compute(c)
+                    finally:
+                        store.release(c)
+                    bar.update(size(c))
+                # Wait for the other writers' chunks; compute any they left (a killed writer's).
+                for c in held_elsewhere:
+                    store.claim(c, wait=True)
+                    try:
+                        if not store.is_done(c):
+                            compute(c)
+                    finally:
+                        store.release(c)
+                    bar.update(size(c))
+        finally:
+            store.release_all()
 
     # The failure summary covers this process's chunks (resumed ones included).
     codes = store.read("result")
@@ -408,9 +508,9 @@ def sweep(
     if failed and on_failure != "ignore":
         lines = []
         for r in failed[:20]:
-            point, member = divmod(r, n_members)
+            point, m = divmod(r, n_members)
             where = "".join(f", {name}={float(v[point]):g}" for name, v in hyper_points.items())
-            lines.append(f"run {r} (member {member}{where}): {reason(int(codes[r]))}")
+            lines.append(f"run {r} (member {m}{where}): {reason(int(codes[r]))}")
         more = f"; … and {len(failed) - 20} more" if len(failed) > 20 else ""
         text = (f"{len(failed)} of {len(runs)} sweep members failed (kept with their `result` code; the "
                 f"others finished): " + "; ".join(lines) + more)
@@ -420,10 +520,10 @@ def sweep(
     partial = p_count > 1
     if out is None:
         return _labelled(spec, store.arrays, allow_partial=partial)
-    return load_sweep(out, allow_partial=partial)
+    return load_sweep(out, allow_partial=partial, name="out")
 
 
-def _labelled(spec: Mapping, arrays: Mapping[str, np.ndarray], *, allow_partial: bool):
+def _labelled(spec: Mapping, arrays: Mapping[str, np.ndarray], *, allow_partial: bool, name: str = "sweep store"):
     """The flat run-major arrays as an xarray Dataset with dims (*grid, member, …)."""
     import xarray as xr
 
@@ -433,7 +533,7 @@ def _labelled(spec: Mapping, arrays: Mapping[str, np.ndarray], *, allow_partial:
     results = np.asarray(arrays["result"])
     if not allow_partial and np.any(results == NOT_RUN):
         missing = int(np.sum(results == NOT_RUN))
-        raise ValueError(message("sweep store", "be complete", f"{missing} runs not done yet",
+        raise ValueError(message(name, "be a complete sweep store", f"{missing} runs not done yet",
                                  "Rerun the same sweep command to finish it, or pass allow_partial=True."))
     data_vars = {}
     for name, var in spec["variables"].items():
@@ -448,38 +548,39 @@ def _labelled(spec: Mapping, arrays: Mapping[str, np.ndarray], *, allow_partial:
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
-def load_sweep(path: str | os.PathLike, *, allow_partial: bool = False):
+def load_sweep(path: str | os.PathLike, *, allow_partial: bool = False, name: str = "path"):
     """The sweep stored at `path` as an `xarray.Dataset`.
 
     Dims: the grid axes, `member`, `time` (and `<name>_dimK` for observables with extra axes);
     coordinates: the grid values, `member`, `time`; attrs: the sweep config (JSON), its hash,
     gflow/jax/diffrax versions, dtype, matmul precision. `succeeded` marks members whose solve
     reached t1. Unfinished runs raise unless `allow_partial=True` (then they hold NaN/-100).
+    Every chunk marked done is verified against the checksums written with it: a damaged store
+    raises a `SweepStoreError` naming the variable, chunk and damage (rerunning the sweep into
+    it recomputes the damaged chunks). Errors call the store `name` (e.g. "DIR" for the CLI).
     """
-    import zarr
-
-    spec = read_manifest(path)
-    group = zarr.open_group(str(os.path.join(path, "data.zarr")), mode="r")
-    arrays = {name: np.asarray(group[name][...]) for name in spec["variables"]}
-    done = os.listdir(os.path.join(path, "done"))
-    n_chunks = -(-int(spec["n_runs"]) // int(spec["chunk_size"]))
-    for c in range(n_chunks):
-        if f"chunk_{c:06d}" not in done:  # data of an unmarked chunk may be half written
-            sl = slice(c * spec["chunk_size"], (c + 1) * spec["chunk_size"])
-            for name, a in arrays.items():
-                a[sl] = np.nan if np.issubdtype(a.dtype, np.floating) else NOT_RUN
-    return _labelled(spec, arrays, allow_partial=allow_partial)
+    spec, arrays = read_store(path, name=name)
+    return _labelled(spec, arrays, allow_partial=allow_partial, name=name)
 
 
-def plot_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None) -> list:
+def plot_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None, *, name: str = "path") -> list:
     """PNGs of a stored sweep: loss curves (median and 10–90% / 25–75% quantile bands over
     members, one colour per grid point) and histograms of the event times. Written to `out`
-    (default: `path/plots`); returns their paths."""
+    (default: `path/plots`); returns their paths. An incomplete store is plotted as far as it
+    goes, with a `SweepWarning` and "N of M runs done" in the title. Errors call the store
+    `name`."""
     from pathlib import Path
 
     from ._plotting import _pyplot
 
-    ds = load_sweep(path, allow_partial=True)
+    ds = load_sweep(path, allow_partial=True, name=name)
+    n_total = int(ds["result"].size)
+    n_done = int((ds["result"] != NOT_RUN).sum())
+    progress = ""
+    if n_done < n_total:
+        progress = f" ({n_done} of {n_total} runs done)"
+        warnings.warn(f"store {str(path)!r} is incomplete: {n_done} of {n_total} runs done; plotting those "
+                      "(rerun the sweep to finish it)", SweepWarning, stacklevel=2)
     out = Path(path) / "plots" if out is None else Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plt = _pyplot()
@@ -514,7 +615,8 @@ def plot_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None) ->
         ax.set_xlabel("time t (flow clock)")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("loss")
-    fig.suptitle(f"{ds.sizes['member']} members per point: median, 25–75% and 10–90% bands", fontsize=11)
+    fig.suptitle(f"{ds.sizes['member']} members per point{progress}: median, 25–75% and 10–90% bands",
+                 fontsize=11)
     fig.tight_layout()
     fig.savefig(out / "loss_quantiles.png", dpi=120)
     plt.close(fig)
