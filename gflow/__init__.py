@@ -9,7 +9,9 @@ from ._data import teacher_student as teacher_student
 from ._data import whitened_regression as whitened_regression
 from ._flow import OBSERVABLES as OBSERVABLES
 from ._flow import FlowSolution as FlowSolution
+from ._flow import AutoSwitch as AutoSwitch
 from ._flow import GradientFlow as GradientFlow
+from ._flow import MatrixFreeImplicit as MatrixFreeImplicit
 from ._flow import TrainingEvent as TrainingEvent
 from ._flow import all_correct as all_correct
 from ._flow import default_times as default_times

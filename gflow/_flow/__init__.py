@@ -10,3 +10,5 @@ from .solve import FlowSolution as FlowSolution
 from .solve import default_times as default_times
 from .solve import integrate as integrate
 from .solve import solve_flow as solve_flow
+from .solvers import AutoSwitch as AutoSwitch
+from .solvers import MatrixFreeImplicit as MatrixFreeImplicit
