@@ -3,6 +3,21 @@
 import argparse
 import sys
 
+#: Exit codes (also in `gflow sweep --help` / `gflow run --help`).
+EXIT_OK = 0  # done; every solve succeeded
+EXIT_ERROR = 1  # refused input (config, store, values), with a message naming it
+EXIT_USAGE = 2  # a bad command line (argparse's code), e.g. an unknown figure NAME
+EXIT_SOME_FAILED = 3  # sweep: some members failed (results kept, failed ones with their code); run: the solve failed
+EXIT_ALL_FAILED = 4  # sweep: every member this process ran failed (results kept)
+
+EXIT_CODES = f"""exit codes:
+  {EXIT_OK}  done, every solve succeeded
+  {EXIT_ERROR}  refused input (a config, store or value error; the message names it)
+  {EXIT_USAGE}  bad command line
+  {EXIT_SOME_FAILED}  sweep: some members failed (all results are kept, failed members with their
+     `result` code); run: the solve failed
+  {EXIT_ALL_FAILED}  sweep: every member run by this process failed (results kept)"""
+
 
 def _demo(args):
     from ._demo import main
@@ -14,12 +29,19 @@ def _reproduce(args):
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from ._reproduce import load_all, reproduce
+    from ._reproduce import load_all, reproduce, select
 
     if args.list:
         for name, r in sorted(load_all().items()):
             print(f"{name:<28} {r.description}")
         return
+    try:
+        select(args.name)
+    except ValueError:
+        known = ", ".join(sorted(load_all()))
+        print(f"gflow reproduce: unknown figure {args.name!r}; known: {known} (or 'all', or a paper prefix "
+              "such as 'saxe'; `gflow reproduce --list` describes them)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     for path in reproduce(args.name, args.out, small=args.small):
         print(f"wrote {path}")
 
@@ -46,6 +68,20 @@ def _load(path):
     return config
 
 
+def _failure_message(result) -> str:
+    """Why a solve failed, from its `RESULTS` code (the messages `throw=True` raises)."""
+    import diffrax
+
+    from ._flow.divergence import DIVERGED_MESSAGE, diverged
+    from ._flow.solve import FAILED_MESSAGE, MAX_STEPS_MESSAGE
+
+    if bool(result == diffrax.RESULTS.max_steps_reached):
+        return MAX_STEPS_MESSAGE
+    if bool(diverged(result)):
+        return DIVERGED_MESSAGE
+    return FAILED_MESSAGE
+
+
 def _run(args):
     """One solve: the first member of the sweep at the first grid point, with a progress bar."""
     import jax.random as jr
@@ -57,14 +93,23 @@ def _run(args):
     config = _load(args.config)
     s, v = config.raw["solve"], config.raw["sweep"]
     hyper = {name: values[0] for name, values in config.grid_values().items()}
-    flow = config.flow_factory()(jr.split(jr.PRNGKey(v["seed"]), v["members"])[0], hyper)
-    flow = flow.unpadded()  # a swept width/data size: this member at its real sizes
-    sol = solve_flow(flow, s["t1"], num_times=s["num_times"], observables=tuple(s["observables"]),
-                     rtol=s["rtol"], atol=s["atol"], max_steps=s["max_steps"], progress=not args.no_progress)
+    try:
+        flow = config.flow_factory()(jr.split(jr.PRNGKey(v["seed"]), v["members"])[0], hyper)
+        flow = flow.unpadded()  # a swept width/data size: this member at its real sizes
+        sol = solve_flow(flow, s["t1"], num_times=s["num_times"], observables=tuple(s["observables"]),
+                         rtol=s["rtol"], atol=s["atol"], max_steps=s["max_steps"], progress=not args.no_progress,
+                         throw=False)
+    except ValueError as e:  # a value the config schema cannot see (e.g. an overflowing init)
+        sys.exit(f"gflow run: {e}")
     loss = np.asarray(sol.observables["loss"])
+    last = loss[np.isfinite(loss)][-1] if np.isfinite(loss).any() else np.nan
     print(f"{config.raw['name']}: {', '.join(f'{k}={x:g}' for k, x in hyper.items()) or 'no grid'}")
-    print(f"loss: {loss[0]:.6g} at t=0 -> {loss[-1]:.6g} at t={float(sol.t_final):g} "
+    print(f"loss: {loss[0]:.6g} at t=0 -> {last:.6g} at t={float(sol.t_final):g} "
           f"({int(sol.stats['num_steps'])} steps)")
+    if not bool(sol.succeeded):
+        print(f"gflow run: the solve failed at t={float(sol.t_final):g} of t1={s['t1']:g}: "
+              f"{_failure_message(sol.result)}", file=sys.stderr)
+        sys.exit(EXIT_SOME_FAILED)
     theory = config.theory(flow)
     if theory is not None:
         for name, err in compare(theory, sol).items():
@@ -96,16 +141,23 @@ def _sweep(args):
         sys.exit(f"gflow sweep: {e}")
     for w in caught:
         print(f"gflow sweep: warning: {w.message}", file=sys.stderr)
-    done = int((ds["result"] != -100).sum())
-    print(f"wrote {args.out}: {done} of {ds['result'].size} members done, "
-          f"{int(ds['succeeded'].sum())} succeeded (config hash {ds.attrs['config_hash']})")
+    done = ds["result"] != -100
+    n_done, n_ok = int(done.sum()), int((ds["succeeded"] & done).sum())
+    print(f"wrote {args.out}: {n_done} of {ds['result'].size} members done, "
+          f"{n_ok} succeeded (config hash {ds.attrs['config_hash']})")
+    if n_ok < n_done:
+        code = EXIT_ALL_FAILED if n_ok == 0 else EXIT_SOME_FAILED
+        print(f"gflow sweep: {n_done - n_ok} of {n_done} members failed (results kept; `result` says why); "
+              f"exit code {code}", file=sys.stderr)
+        sys.exit(code)
 
 
 def _plot(args):
-    from ._store import SweepStoreError
+    from ._store import SweepStoreError, read_manifest
     from ._sweep import plot_sweep
 
     try:
+        read_manifest(args.dir, name="DIR")  # errors name the command-line argument
         paths = plot_sweep(args.dir, args.out)
     except SweepStoreError as e:
         sys.exit(f"gflow plot: {e}")
@@ -133,12 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_bench)
 
-    p = sub.add_parser("run", help="solve one flow from a TOML config (first member, first grid point)")
+    p = sub.add_parser("run", help="solve one flow from a TOML config (first member, first grid point)",
+                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", metavar="CONFIG.toml")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
 
-    p = sub.add_parser("sweep", help="sweep a TOML config over members x grid into a resumable store")
+    p = sub.add_parser("sweep", help="sweep a TOML config over members x grid into a resumable store",
+                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", metavar="CONFIG.toml")
     p.add_argument("--out", required=True, help="store directory (rerun the same command to resume)")
     p.add_argument("--chunk-size", type=int, default=0, help="members per compiled call (default: config / memory budget)")

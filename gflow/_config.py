@@ -16,7 +16,9 @@ activation is looked up in a registry below. A config file looks like `examples/
     [theory] name = "linearized_mse"          # optional: compared against by `gflow run`
 """
 
+import difflib
 import json
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -48,11 +50,39 @@ _REQUIRED = object()
 @dataclass(frozen=True)
 class Key:
     """One config key: its type ("int", "float", "bool", "str", "list[int]", "list[float]",
-    "list[str]"), default (required if absent) and allowed values."""
+    "list[str]"), default (required if absent), allowed values, and bounds: `minimum` (the value,
+    or every entry of a list, must be ≥ it, or > it with `strict`), `min_length` for lists.
+    Floats (and float lists) must be finite: TOML's `nan` and `inf` are refused."""
 
     type: str
     default: Any = _REQUIRED
     choices: tuple | None = None
+    minimum: int | float | None = None
+    strict: bool = False
+    min_length: int = 0
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with a value of the right type ("be …"), or None."""
+        values = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and len(value) < self.min_length:
+            return f"list at least {self.min_length} entries"
+        if self.type in ("float", "list[float]") and not all(math.isfinite(v) for v in values):
+            return "be finite" if self.type == "float" else "hold finite numbers"
+        if self.minimum is not None:
+            op = ">" if self.strict else "≥"
+            bad = [v for v in values if (v <= self.minimum if self.strict else v < self.minimum)]
+            if bad:
+                return f"be {op} {self.minimum:g}" if not isinstance(value, list) else f"hold numbers {op} {self.minimum:g}"
+        return None
+
+
+def _positive(kind: str, default: Any = _REQUIRED) -> Key:
+    """A number > 0 (ints: ≥ 1)."""
+    return Key(kind, default, minimum=1) if "int" in kind else Key(kind, default, minimum=0.0, strict=True)
+
+
+def _nonnegative(kind: str, default: Any = _REQUIRED) -> Key:
+    return Key(kind, default, minimum=0)
 
 
 def _type_ok(kind: str, value: Any) -> bool:
@@ -72,13 +102,30 @@ def _got(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
+def _unknown_key(where: str, unknown: list[str], known: list[str], tables: tuple = ()) -> ConfigError:
+    """The error for unknown keys: all the known ones and the closest match."""
+    name = unknown[0]
+    close = difflib.get_close_matches(name, [*known, *tables], n=1, cutoff=0.7)
+    more = f" (also unknown: {', '.join(unknown[1:])})" if len(unknown) > 1 else ""
+    if where == "config":  # the top level: tables and keys
+        fix = f"Did you mean [{close[0]}]?" if close and close[0] in tables else (
+            f"Did you mean `{close[0]}`?" if close else None)
+        return ConfigError(message(name, f"be a known table {sorted(tables)} or top-level key {sorted(known)}",
+                                   f"an unknown table or key{more}", fix))
+    fix = f"Did you mean `{where}.{close[0]}`?" if close else None
+    return ConfigError(message(f"{where}.{name}", f"be one of the known keys {sorted(known)}",
+                               f"an unknown key{more}", fix))
+
+
 def _check_table(where: str, table: Any, schema: Mapping[str, Key], *, skip: tuple = ()) -> dict:
     """`table` checked against `schema`, defaults filled in; errors name `where.key`."""
     if not isinstance(table, Mapping):
         raise ConfigError(message(where, "be a table", _got(table)))
     unknown = sorted(set(table) - set(schema) - set(skip))
     if unknown:
-        raise ConfigError(message(f"{where}.{unknown[0]}", f"be one of the known keys {sorted(schema)}", "an unknown key"))
+        if where == "config":
+            raise _unknown_key(where, unknown, sorted(schema), tuple(skip))
+        raise _unknown_key(where, unknown, sorted({*schema, *skip}))
     out = {}
     for name, key in schema.items():
         if name not in table:
@@ -91,6 +138,9 @@ def _check_table(where: str, table: Any, schema: Mapping[str, Key], *, skip: tup
             raise ConfigError(message(f"{where}.{name}", f"have type {key.type}", _got(value)))
         if key.choices is not None and value not in key.choices:
             raise ConfigError(message(f"{where}.{name}", f"be one of {key.choices}", repr(value)))
+        problem = key.problem(value)
+        if problem is not None:
+            raise ConfigError(message(f"{where}.{name}", problem, repr(value)))
         out[name] = float(value) if key.type == "float" else value
     return out
 
@@ -105,35 +155,43 @@ def _lookup(where: str, registry: Mapping, name: Any):
 
 @dataclass(frozen=True)
 class Entry:
-    """A registry entry: the keys it takes and `build(cfg, key, hyper) -> object`."""
+    """A registry entry: the keys it takes and `build(cfg, key, hyper) -> object`; for models and
+    datasets, `sizes(cfg) -> {"in": (key, d), "out": (key, k)}` (the keys that set the input
+    and output sizes, checked against each other across [model] and [data]) and `check(cfg)`,
+    cross-key constraints raising `ConfigError`."""
 
     keys: Mapping[str, Key]
     build: Callable
+    sizes: Callable | None = None
+    check: Callable | None = None
 
 
 _ACT = tuple(ACTIVATIONS)
 
 MODELS: dict[str, Entry] = {
     "two_layer": Entry(
-        {"d": Key("int"), "width": Key("int"), "activation": Key("str", "relu", _ACT),
-         "out_dim": Key("int", 1), "scaling": Key("str", "standard", SCALINGS),
-         "alpha": Key("float", 1.0), "init_scale": Key("float", 1.0), "sphere": Key("bool", False),
+        {"d": _positive("int"), "width": _positive("int"), "activation": Key("str", "relu", _ACT),
+         "out_dim": _positive("int", 1), "scaling": Key("str", "standard", SCALINGS),
+         "alpha": Key("float", 1.0), "init_scale": _nonnegative("float", 1.0), "sphere": Key("bool", False),
          "train_first": Key("bool", True), "train_second": Key("bool", True), "bias": Key("bool", False)},
         lambda c, key, h: TwoLayer(
             c["d"], c["width"], c["activation"], out_dim=c["out_dim"], scaling=c["scaling"],
             alpha=c["alpha"], init_scale=h.get("init_scale", c["init_scale"]), sphere=c["sphere"],
             train_first=c["train_first"], train_second=c["train_second"], bias=c["bias"], key=key,
             active_width=h.get("width")),
+        sizes=lambda c: {"in": ("d", c["d"]), "out": ("out_dim", c["out_dim"])},
     ),
     "deep_linear": Entry(
-        {"widths": Key("list[int]"), "init_scale": Key("float", 1.0)},
+        {"widths": Key("list[int]", minimum=1, min_length=3), "init_scale": _nonnegative("float", 1.0)},
         lambda c, key, h: DeepLinear(c["widths"], init_scale=h.get("init_scale", c["init_scale"]), key=key),
+        sizes=lambda c: {"in": ("widths[0]", c["widths"][0]), "out": ("widths[-1]", c["widths"][-1])},
     ),
     "mlp": Entry(
-        {"widths": Key("list[int]"), "activation": Key("str", "tanh", _ACT), "bias": Key("bool", True),
-         "init_scale": Key("float", 1.0)},
+        {"widths": Key("list[int]", minimum=1, min_length=2), "activation": Key("str", "tanh", _ACT),
+         "bias": Key("bool", True), "init_scale": _nonnegative("float", 1.0)},
         lambda c, key, h: MLP(c["widths"], c["activation"], bias=c["bias"],
                               init_scale=h.get("init_scale", c["init_scale"]), key=key),
+        sizes=lambda c: {"in": ("widths[0]", c["widths"][0]), "out": ("widths[-1]", c["widths"][-1])},
     ),
 }
 
@@ -144,18 +202,30 @@ def _teacher_student(c, key, h):
     return teacher_student(c["d"], c["n"], teacher, key=k_data, noise=c["noise"], labels=c["labels"])
 
 
+def _check_whitened(c):
+    r, d_in, d_out = len(c["singular_values"]), c["d_in"], c["d_out"]
+    if r > min(d_in, d_out):
+        raise ConfigError(message("data.singular_values", f"have at most min(data.d_in, data.d_out) = {min(d_in, d_out)} "
+                                  "entries", f"{r} entries"))
+    if c["n"] < d_in:
+        raise ConfigError(message("data.n", f"be ≥ data.d_in = {d_in} (a full-rank input covariance)", c["n"]))
+
+
 DATASETS: dict[str, Entry] = {
     "teacher_student": Entry(
-        {"d": Key("int"), "n": Key("int"), "seed": Key("int", 0), "teacher_width": Key("int", 4),
-         "teacher_activation": Key("str", "tanh", _ACT), "noise": Key("float", 0.0),
+        {"d": _positive("int"), "n": _positive("int"), "seed": Key("int", 0), "teacher_width": _positive("int", 4),
+         "teacher_activation": Key("str", "tanh", _ACT), "noise": _nonnegative("float", 0.0),
          "labels": Key("str", "regression", ("regression", "sign"))},
         _teacher_student,
+        sizes=lambda c: {"in": ("d", c["d"]), "out": (None, 1)},  # a scalar teacher output
     ),
     "whitened_regression": Entry(
-        {"singular_values": Key("list[float]"), "d_in": Key("int"), "d_out": Key("int"), "n": Key("int"),
-         "noise": Key("float", 0.0), "seed": Key("int", 0)},
+        {"singular_values": Key("list[float]", minimum=0, min_length=1), "d_in": _positive("int"),
+         "d_out": _positive("int"), "n": _positive("int"), "noise": _nonnegative("float", 0.0), "seed": Key("int", 0)},
         lambda c, key, h: whitened_regression(
             [float(s) for s in c["singular_values"]], c["d_in"], c["d_out"], c["n"], noise=c["noise"], key=key),
+        sizes=lambda c: {"in": ("d_in", c["d_in"]), "out": ("d_out", c["d_out"])},
+        check=_check_whitened,
     ),
 }
 
@@ -172,12 +242,16 @@ _INTEGER_GRID = ("width", "n")
 
 _TOP = {"name": Key("str", "gflow"), "precision": Key("str", "float64", ("float64", "float32")),
         "loss": Key("str")}
-_SOLVE = {"t1": Key("float"), "num_times": Key("int", 61), "rtol": Key("float", 1e-8),
-          "atol": Key("float", 1e-10), "max_steps": Key("int", 16_384),
+_SOLVE = {"t1": _positive("float"), "num_times": Key("int", 61, minimum=2), "rtol": _positive("float", 1e-8),
+          "atol": _positive("float", 1e-10), "max_steps": _positive("int", 16_384),
           "observables": Key("list[str]", ["loss"]), "loss_threshold": Key("float", 1e-3),
-          "time_scale": Key("float", 1.0)}
-_SWEEP = {"members": Key("int", 1), "seed": Key("int", 0), "chunk_size": Key("int", 0),
-          "memory_budget_mb": Key("float", 1024.0)}
+          "time_scale": _positive("float", 1.0)}
+_SWEEP = {"members": _positive("int", 1), "seed": Key("int", 0),
+          "chunk_size": _nonnegative("int", 0),  # 0: from the memory budget
+          "memory_budget_mb": _positive("float", 1024.0)}
+#: Bounds on grid values (beyond finiteness; `width` and `n` are integers ≥ 1).
+_GRID_KEYS = {"init_scale": _nonnegative("list[float]"), "time_scale": _positive("list[float]"),
+              "width": _positive("list[float]"), "n": _positive("list[float]")}
 
 
 _FACTORIES: dict[str, Callable] = {}
@@ -266,13 +340,35 @@ def _check_grid(grid: Any) -> dict:
                 raise ConfigError(message(where, f"name a sweepable parameter: one of {sorted(SWEEPABLE)}", repr(name)))
             if not _type_ok("list[float]", values) or not values:
                 raise ConfigError(message(where, "have type list[float] (non-empty)", _got(values)))
+            if not all(math.isfinite(v) for v in values):
+                raise ConfigError(message(where, "hold finite numbers", repr(values)))
             if name in _INTEGER_GRID and not all(float(v).is_integer() and v >= 1 for v in values):
                 raise ConfigError(message(where, "hold integers ≥ 1", _got(values)))
+            problem = _GRID_KEYS[name].problem(values)
+            if problem is not None:
+                raise ConfigError(message(where, problem, repr(values)))
             lengths[name] = len(values)
         if len(set(lengths.values())) > 1:
             raise ConfigError(message(f"grid.{dim}", "hold lists of equal length (they vary together)", lengths))
         out[dim] = {k: [float(x) for x in v] for k, v in params.items()} if isinstance(entry, Mapping) else [float(x) for x in entry]
     return out
+
+
+def _check_sizes(model: dict, data: dict) -> None:
+    """The model's input/output sizes against the data's (both tables checked already)."""
+    m_entry, d_entry = MODELS[model["name"]], DATASETS[data["name"]]
+    for entry, c in ((m_entry, model), (d_entry, data)):
+        if entry.check is not None:
+            entry.check(c)
+    if m_entry.sizes is None or d_entry.sizes is None:
+        return
+    m_sizes, d_sizes = m_entry.sizes(model), d_entry.sizes(data)
+    for side, what in (("in", "input size"), ("out", "output size")):
+        (m_key, m_val), (d_key, d_val) = m_sizes[side], d_sizes[side]
+        if m_val != d_val:
+            theirs = f"`data.{d_key}` = {d_val}" if d_key else f"{d_val} (data.name = {data['name']!r} has scalar targets)"
+            raise ConfigError(message(f"model.{m_key}", f"equal the data's {what}, {theirs}", m_val,
+                                      f"Set `model.{m_key}` = {d_val}" + (f" or `data.{d_key}` = {m_val}." if d_key else ".")))
 
 
 def parse_config(table: Mapping, source: str = "<config>") -> Config:
@@ -290,9 +386,8 @@ def parse_config(table: Mapping, source: str = "<config>") -> Config:
     raw["solve"] = _check_table("solve", table.get("solve", {}), _SOLVE)
     for i, name in enumerate(raw["solve"]["observables"]):
         _lookup(f"solve.observables[{i}]", OBSERVABLES, name)
+    _check_sizes(raw["model"], raw["data"])
     raw["sweep"] = _check_table("sweep", table.get("sweep", {}), _SWEEP)
-    if raw["sweep"]["members"] < 1:
-        raise ConfigError(message("sweep.members", "be ≥ 1", raw["sweep"]["members"]))
     raw["grid"] = _check_grid(table.get("grid", {}))
     swept = Config(raw, source).grid_values()
     if "width" in swept and raw["model"]["name"] != "two_layer":

@@ -6,6 +6,7 @@ Value problems that may only be known under `jit`/`vmap` (NaN, non-positive time
 Every message reads "`name` must <expectation>; got <what was given>", plus the fix if there is one.
 """
 
+import math
 from typing import Any
 
 import equinox as eqx
@@ -128,3 +129,73 @@ def check_unpadded(theory: str, flow: Any) -> None:
         raise regime_error(theory, "a flow at its real sizes",
                            "got a padded width or data size (TwoLayer(active_width=…) or Dataset.first(n))",
                            "Seed the theory from `flow.unpadded()` (same trajectory on the real entries).")
+
+
+def _scalar_value(x: Any) -> float | None:
+    """The float value of a concrete real scalar, None otherwise (arrays, tracers, non-numbers)."""
+    if not is_concrete(x):
+        return None
+    try:
+        arr = np.asarray(x)
+    except Exception:
+        return None
+    if arr.ndim != 0 or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        return None
+    return float(arr)
+
+
+def check_finite_positive(name: str, x: Any, *, strict: bool = True, traced: str = "error_if") -> Any:
+    """Check that `x` is finite and > 0 (`strict`) or ≥ 0: a `ValueError` if concrete.
+
+    A traced `x` (under jit/vmap) goes through `eqx.error_if` with `traced="error_if"`, or is
+    returned unchecked with `traced="pass"` (where a bad value must instead show in a per-member
+    result code: an `error_if` under `vmap` stops the whole batch).
+    """
+    expected = "be finite and > 0" if strict else "be finite and ≥ 0"
+    if is_concrete(x):
+        arr = np.asarray(x)
+        if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+            raise ValueError(message(name, f"be a real number, {expected[3:]}", repr(x)))
+        bad = ~np.isfinite(arr) | ((arr <= 0) if strict else (arr < 0))
+        if np.any(bad):
+            got = x if arr.ndim == 0 else f"{int(np.sum(bad))} bad entries of {arr.size}"
+            raise ValueError(message(name, expected, got))
+        return x
+    if traced == "pass":
+        return x
+    bad = ~jnp.isfinite(x) | ((x <= 0) if strict else (x < 0))
+    return eqx.error_if(x, jnp.any(bad), message(name, expected, "a value that is not"))
+
+
+def check_finite_scalar(name: str, x: Any) -> Any:
+    """Check that a concrete `x` is a finite number (NaN/inf refused); traced values pass."""
+    value = _scalar_value(x)
+    if is_concrete(x) and value is not None and not math.isfinite(value):
+        raise ValueError(message(name, "be finite", value))
+    return x
+
+
+def check_integer(name: str, value: Any, *, minimum: int, why: str | None = None) -> int:
+    """Check that `value` is a Python/NumPy integer ≥ `minimum` (bools refused); returns an int."""
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if not ok or value < minimum:
+        expected = f"be an integer ≥ {minimum}" + (f" ({why})" if why else "")
+        raise ValueError(message(name, expected, repr(value)))
+    return int(value)
+
+
+def check_time_span(t0: Any, t1: Any) -> Any:
+    """Check finite t0 < t1 (a `ValueError` if concrete); returns `t1` (traced: `eqx.error_if`,
+    and a bad t1 is replaced by t0 + 1 so that diffrax's own checks do not pre-empt ours)."""
+    if is_concrete(t0) and is_concrete(t1):
+        lo, hi = float(np.asarray(t0)), float(np.asarray(t1))
+        if not math.isfinite(lo):
+            raise ValueError(message("t0", "be finite", lo))
+        if not math.isfinite(hi):
+            raise ValueError(message("t1", "be finite", hi, "Solve to a finite time (e.g. stop early with an event)."))
+        if not hi > lo:
+            raise ValueError(message("t1", f"be > t0 = {lo}", hi))
+        return t1
+    bad = ~(t1 > t0) | ~jnp.isfinite(t1)
+    t1 = eqx.error_if(t1, bad, message("t1", "be > t0 and finite", "a value that is not"))
+    return jnp.where(bad, t0 + 1.0, t1)

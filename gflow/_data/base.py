@@ -61,6 +61,12 @@ class Dataset(AbstractDataset):
                 message("y", f"have one row per row of `x` (n = {x.shape[0]})",
                         f"x of shape {tuple(x.shape)} and y of shape {tuple(y.shape)}")
             )
+        if x.shape[0] == 0:
+            raise ValueError(message("x", "hold at least one example (n ≥ 1 rows)", f"x of shape {tuple(x.shape)}",
+                                     "A mean loss over no examples is 0/0 (NaN)."))
+        if x.shape[1] == 0 or y.shape[1] == 0:
+            raise ValueError(message("x" if x.shape[1] == 0 else "y", "have at least one column",
+                                     f"x of shape {tuple(x.shape)} and y of shape {tuple(y.shape)}"))
         if x.dtype != y.dtype:
             raise TypeError(message("y", f"have the dtype of `x` ({x.dtype})", f"dtype {y.dtype}"))
         self.x = check_finite("x", x)

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
 from .._custom_types import Params
-from .._data.base import AbstractDataset
+from .._data.base import AbstractDataset, Dataset
 from .._models.base import AbstractModel
-from .._validate import message
+from .._validate import check_finite_positive, message
 
 
 class GradientFlow(eqx.Module):
@@ -22,6 +22,13 @@ class GradientFlow(eqx.Module):
     rates), 1 by default. θ are the model's trainable arrays (`model.trainable()`), split from
     the frozen rest with `eqx.partition`. Time is dimensionless: gradient descent with step η
     after k steps is compared with the flow at t = k·η (κ = r = 1).
+
+    Checked at construction (from shapes only, nothing is computed): the model takes one example
+    of `data.x` (its input size is the data's d) and returns one output per column of `data.y`;
+    `loss` returns a scalar per example; the mean loss is a scalar (population datasets); a
+    concrete `time_scale` is finite and > 0. A traced `time_scale` (a sweep's grid value under
+    `vmap`) is not checked here: a NaN or negative one makes that member's solve diverge, which
+    `solve_flow` reports in its `result` code (an `eqx.error_if` would stop the whole batch).
     """
 
     params0: Params
@@ -49,8 +56,10 @@ class GradientFlow(eqx.Module):
         self.params0, self.static = eqx.partition(model, model.trainable())
         if not jax.tree_util.tree_leaves(self.params0):
             raise ValueError(message("model", "have at least one trainable array", "none (every layer frozen)"))
+        _check_shapes(model, loss, data)
         self.loss = loss
         self.data = data
+        time_scale = check_finite_positive("time_scale", time_scale, traced="pass")
         self.time_scale = jnp.asarray(time_scale, dtype=jax.tree_util.tree_leaves(self.params0)[0].dtype)
         if rates is not None:
             try:
@@ -103,3 +112,45 @@ class GradientFlow(eqx.Module):
         if self.rates is not None:
             grad = jax.tree_util.tree_map(lambda g, r: r * g, grad, self.rates)
         return jax.tree_util.tree_map(lambda g: -self.time_scale * g, grad)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200] if text else ''}"
+
+
+def _check_shapes(model: AbstractModel, loss: Callable, data: AbstractDataset) -> None:
+    """The model's input and output sizes against the data, and a scalar loss (shapes only)."""
+    if not isinstance(data, Dataset):  # a population: no `x` to check; its mean loss is a scalar
+        total = eqx.filter_eval_shape(lambda d, m: d.mean_loss(m, loss), data, model)
+        if getattr(total, "shape", None) != ():
+            raise ValueError(message("loss", "give a scalar mean loss `data.mean_loss(model, loss)`",
+                                     f"an output of shape {getattr(total, 'shape', type(total).__name__)}"))
+        return
+    d, k = data.x.shape[-1], data.y.shape[-1]
+    size = model.input_size
+    if size is not None and size != d:
+        raise ValueError(message("data.x", f"have the model's input size d = {size} as its columns",
+                                 f"x of shape {tuple(data.x.shape)} (d = {d})",
+                                 "Build the model and the data with the same d."))
+    x = jax.ShapeDtypeStruct(data.x.shape[1:], data.x.dtype)
+    try:
+        out = eqx.filter_eval_shape(lambda m, x: m(x), model, x)
+    except (TypeError, ValueError) as e:
+        raise ValueError(message("model", f"accept one example of `data.x`, shape ({d},)",
+                                 f"an error from {type(model).__name__}: {_first_line(e)}")) from e
+    shape = getattr(out, "shape", None)
+    if shape != (k,):
+        raise ValueError(message("model", f"return one output per column of `data.y`: shape (k,) = ({k},) "
+                                 f"for y of shape {tuple(data.y.shape)}", f"an output of shape {shape}",
+                                 "Make the model's out_dim (or last width) the number of target columns."))
+    target = jax.ShapeDtypeStruct((k,), data.y.dtype)
+    try:
+        value = eqx.filter_eval_shape(loss, out, target)
+    except (TypeError, ValueError) as e:
+        raise ValueError(message("loss", f"accept (prediction, target) of shapes ({k},), ({k},)",
+                                 f"an error: {_first_line(e)}")) from e
+    if getattr(value, "shape", None) != ():
+        raise ValueError(message("loss", "return a scalar per example (`loss(prediction, target) -> scalar`)",
+                                 f"an output of shape {getattr(value, 'shape', type(value).__name__)}",
+                                 "Sum or average over the outputs inside the loss."))

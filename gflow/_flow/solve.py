@@ -10,7 +10,16 @@ import optimistix as optx
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
 from .._custom_types import Observables, Params, Times
-from .._validate import check_finite, check_increasing_times, is_concrete, message
+from .._validate import (
+    check_finite,
+    check_finite_positive,
+    check_increasing_times,
+    check_integer,
+    check_time_span,
+    is_concrete,
+    message,
+)
+from .divergence import DIVERGED_MESSAGE, DivergenceGuard, diverged
 from .events import TrainingEvent
 from .observables import resolve_observables
 from .problem import GradientFlow
@@ -56,15 +65,31 @@ class FlowSolution(eqx.Module):
         return diffrax.is_okay(self.result)
 
 
-def default_times(t0, t1, num_times: int = 121, decades: float = 6.0) -> Times:
+def _float_dtype(*trees):
+    """The widest float dtype among the array leaves of `trees` (None if there is none)."""
+    dtypes = [x.dtype for x in jax.tree_util.tree_leaves(trees)
+              if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)]
+    return max(dtypes, key=lambda d: jnp.dtype(d).itemsize) if dtypes else None
+
+
+def default_times(t0, t1, num_times: int = 121, decades: float = 6.0, *, dtype=None) -> Times:
     """Log-spaced save grid: {t0} ∪ logspace(t1·10^-decades, t1) from t0 = 0, else geometric
-    from t0 to t1 (plateaus span decades of time)."""
-    t0 = jnp.asarray(t0, dtype=float)
-    t1 = jnp.asarray(t1, dtype=float)
+    from t0 to t1 (plateaus span decades of time).
+
+    `num_times` ≥ 2 points, t0 < t1 finite. `dtype`: the grid's float dtype (`solve_flow` passes
+    the state's, so a float32 flow keeps float32 times under x64); default: that of `t0`/`t1`
+    when they are float arrays, else JAX's default float."""
+    num_times = check_integer("num_times", num_times, minimum=2, why="the grid holds t0 and t1")
+    check_finite_positive("decades", decades)
+    t1 = check_time_span(t0, t1)
+    if dtype is None:
+        dtype = _float_dtype(t0, t1) or jnp.asarray(1.0).dtype
+    t0 = jnp.asarray(t0, dtype=dtype)
+    t1 = jnp.asarray(t1, dtype=dtype)
     log_t1 = jnp.log10(t1)
-    from_zero = jnp.concatenate([jnp.zeros(1), jnp.logspace(log_t1 - decades, log_t1, num_times - 1)])
+    from_zero = jnp.concatenate([jnp.zeros(1, dtype), jnp.logspace(log_t1 - decades, log_t1, num_times - 1, dtype=dtype)])
     from_zero = from_zero.at[-1].set(t1)  # 10**log10(t1) can round above t1
-    from_t0 = jnp.geomspace(jnp.where(t0 > 0, t0, 1.0), jnp.where(t0 > 0, t1, 2.0), num_times)
+    from_t0 = jnp.geomspace(jnp.where(t0 > 0, t0, 1.0), jnp.where(t0 > 0, t1, 2.0), num_times, dtype=dtype)
     if is_concrete(t0):
         return from_zero if float(t0) == 0.0 else from_t0.at[0].set(t0).at[-1].set(t1)
     return jnp.where(t0 > 0, from_t0.at[0].set(t0).at[-1].set(t1), from_zero)
@@ -109,20 +134,21 @@ def integrate(
 ) -> FlowSolution:
     """The one place gflow calls `diffrax.diffeqsolve`: saves `save(t, y, args)` on `ts` and the
     state at the final time; solve failures follow `throw` (see `solve_flow`)."""
-    if is_concrete(t0) and is_concrete(t1):
-        if not float(t1) > float(t0):
-            raise ValueError(message("t1", f"be > t0 = {float(t0)}", float(t1)))
+    t1 = check_time_span(t0, t1)
+    max_steps = check_integer("max_steps", max_steps, minimum=1)
+    if ts is None:
+        ts = default_times(t0, t1, num_times, dtype=_float_dtype(y0))
     else:
-        bad = ~(t1 > t0)
-        t1 = eqx.error_if(t1, bad, message("t1", "be > t0", "a value that is not"))
-        t1 = jnp.where(bad, t0 + 1.0, t1)  # keep diffrax's own checks from pre-empting ours
-    ts = default_times(t0, t1, num_times) if ts is None else check_increasing_times("ts", ts, t0, t1)
+        ts = check_increasing_times("ts", ts, t0, t1)
     if rtol is None or atol is None:
         d_rtol, d_atol = default_tolerances(y0)
         rtol = d_rtol if rtol is None else rtol
         atol = d_atol if atol is None else atol
+    rtol = check_finite_positive("rtol", rtol)
+    atol = check_finite_positive("atol", atol)
     solver = diffrax.Tsit5() if solver is None else solver
     controller = diffrax.PIDController(rtol=rtol, atol=atol)
+    controller = DivergenceGuard(controller)  # a blow-up ends the solve with a result code
     if jump_ts is not None:
         controller = diffrax.ClipStepSizeController(controller, jump_ts=jnp.asarray(jump_ts))
     saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=save), diffrax.SubSaveAt(t1=True)])
@@ -148,8 +174,10 @@ def integrate(
     result = sol.result
     if throw:
         max_steps_hit = result == diffrax.RESULTS.max_steps_reached
+        blew_up = diverged(result)
         saved = eqx.error_if(saved, max_steps_hit, MAX_STEPS_MESSAGE)
-        saved = eqx.error_if(saved, ~diffrax.is_okay(result) & ~max_steps_hit, FAILED_MESSAGE)
+        saved = eqx.error_if(saved, blew_up, DIVERGED_MESSAGE)
+        saved = eqx.error_if(saved, ~diffrax.is_okay(result) & ~max_steps_hit & ~blew_up, FAILED_MESSAGE)
     stats = {
         "num_steps": sol.stats["num_steps"],
         "num_accepted_steps": sol.stats["num_accepted_steps"],
@@ -209,6 +237,31 @@ def _make_event(events, flow, rtol, atol) -> diffrax.Event | None:
     return diffrax.Event(conds, root_finder=optx.Newton(rtol=rtol, atol=atol), direction=directions)
 
 
+@eqx.filter_jit
+def _initial_loss_and_bad_gradients(flow: GradientFlow, params0: Params):
+    value, grad = jax.value_and_grad(flow.loss_value)(params0)
+    return value, sum(jnp.sum(~jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grad))
+
+
+def _check_initial_loss(flow: GradientFlow, params0: Params) -> None:
+    """A non-finite loss or gradient at the start would only show as a failed solve later.
+
+    One compiled loss-and-gradient evaluation (cached per problem structure); skipped when
+    anything is traced (under jit/vmap the outputs are tracers)."""
+    if not all(is_concrete(x) for x in jax.tree_util.tree_leaves((params0, flow))):
+        return
+    value, bad = _initial_loss_and_bad_gradients(flow, params0)
+    if not (is_concrete(value) and is_concrete(bad)):  # inside an outer jit
+        return
+    fix = ("Lower `init_scale` (the network's outputs overflow at this initialisation), or check "
+           "the data and the loss.")
+    if not bool(jnp.isfinite(value)):
+        raise ValueError(message("initial loss", "be finite", f"{float(value)} at t0", fix))
+    if int(bad):
+        size = sum(int(jnp.size(p)) for p in jax.tree_util.tree_leaves(params0))
+        raise ValueError(message("initial gradient", "be finite", f"{int(bad)} NaN/inf entries of {size} at t0", fix))
+
+
 def solve_flow(
     flow: GradientFlow,
     t1: float | Float[Array, ""],
@@ -240,7 +293,14 @@ def solve_flow(
     `event`: training event(s) that stop the solve at their exact time (`event_time`).
     `throw=True`: a failed solve (max_steps, non-finite values) raises with the fix; with
     `throw=False` the `result` code says what happened and everything saved so far is kept.
+    A diverging flow (state or vector field non-finite, or the step size collapsing below the
+    float spacing of t) stops at once with `RESULTS.nonfinite` / `RESULTS.dt_min_reached`.
     Works under `jax.jit` and `jax.vmap` (over inits, data, time scales).
+
+    Refused up front (`ValueError`, when the values are concrete): t1 ≤ t0 or non-finite,
+    `num_times` < 2, `max_steps` < 1, `rtol`/`atol` ≤ 0 or NaN, non-finite initial parameters,
+    and a non-finite initial loss or gradient (one loss-and-gradient evaluation; skipped under
+    jit/vmap, where a non-finite start shows as a diverged `result`).
     """
     if not isinstance(flow, GradientFlow):
         raise TypeError(message("flow", "be a gflow.GradientFlow", type(flow).__name__))
@@ -251,6 +311,10 @@ def solve_flow(
     else:
         t0, params0 = 0.0, flow.params0
     params0 = check_finite("initial parameters", params0)
+    t1 = check_time_span(t0, t1)
+    if ts is None:
+        check_integer("num_times", num_times, minimum=2, why="the grid holds t0 and t1")
+    check_integer("max_steps", max_steps, minimum=1)
     obs = resolve_observables(observables)
     if save_params:
         obs = {**obs, "params": _params}
@@ -260,6 +324,9 @@ def solve_flow(
         d_rtol, d_atol = default_tolerances(params0)
         rtol = d_rtol if rtol is None else rtol
         atol = d_atol if atol is None else atol
+    rtol = check_finite_positive("rtol", rtol)
+    atol = check_finite_positive("atol", atol)
+    _check_initial_loss(flow, params0)
     event = _make_event(event, flow, rtol, atol)
     step_rtol, step_atol = rtol, atol
     fraction = flow.model0.active_fraction()

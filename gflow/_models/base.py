@@ -34,6 +34,11 @@ class AbstractModel(eqx.Module):
         """The same network without padding (itself when nothing is padded)."""
         return self
 
+    @property
+    def input_size(self) -> int | None:
+        """d, the size of one input example x (None if the model does not say)."""
+        return None
+
 
 def identity(x):
     return x

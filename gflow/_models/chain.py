@@ -37,6 +37,10 @@ class ReLUChain(AbstractModel):
     def depth(self) -> int:
         return 1 if self.weights is None else len(self.weights) + 1
 
+    @property
+    def input_size(self) -> int:
+        return self.v.shape[-1] if self.weights is None else self.weights[0].shape[-1]
+
     def __call__(self, x: Float[Array, " d"]) -> Float[Array, " 1"]:
         h = x
         for w in self.weights or ():

@@ -97,6 +97,10 @@ class DeepLinear(AbstractModel):
         """D, the number of weight matrices."""
         return len(self.weights)
 
+    @property
+    def input_size(self) -> int:
+        return self.weights[0].shape[-1]
+
     def end_to_end(self) -> Float[Array, "k d"]:
         """The product W = W_D ⋯ W_1."""
         w = self.weights[0]

@@ -25,6 +25,10 @@ class LinearizedModel(AbstractModel):
         spec = jax.tree_util.tree_map(lambda _: False, self)
         return eqx.tree_at(lambda m: m.delta, spec, jax.tree_util.tree_map(lambda _: True, self.delta))
 
+    @property
+    def input_size(self) -> int | None:
+        return self.base.input_size
+
     def __call__(self, x: Float[Array, " d"]) -> Float[Array, " k"]:
         params, static = eqx.partition(self.base, self.base.trainable())
         f = lambda p: eqx.combine(p, static)(x)

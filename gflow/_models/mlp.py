@@ -40,6 +40,10 @@ class MLP(AbstractModel):
         self.biases = tuple(jnp.zeros((o,)) for o in widths[1:]) if bias else None
         self.activation = resolve_activation(activation)
 
+    @property
+    def input_size(self) -> int:
+        return self.weights[0].shape[-1]
+
     def __call__(self, x: Float[Array, " d"]) -> Float[Array, " k"]:
         n = len(self.weights)
         for l, w in enumerate(self.weights):

@@ -142,6 +142,10 @@ class TwoLayer(AbstractModel):
     def d(self) -> int:
         return self.w.shape[-1]
 
+    @property
+    def input_size(self) -> int:
+        return self.d
+
     def preactivations(self, x: Float[Array, " d"]) -> Float[Array, " m"]:
         """z_i, as used inside σ (see the class docstring)."""
         if self.sphere:

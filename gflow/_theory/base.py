@@ -69,14 +69,30 @@ class AbstractReducedODE(AbstractTheory):
         return self.solve(ts[-1], ts=ts, **kwargs).observables
 
 
+SCALES = ("pointwise", "curve")
+
+
 def relative_error(
-    simulated: Float[Array, "T ..."], predicted: Float[Array, "T ..."], floor: float = 1e-3
+    simulated: Float[Array, "T ..."], predicted: Float[Array, "T ..."], floor: float = 1e-3,
+    scale: str = "pointwise",
 ) -> Float[Array, ""]:
-    """max |sim − th| / max(|th|, floor · max|th|) over all entries (non-finite sim entries,
-    e.g. after an event, are skipped)."""
+    """The largest error of `simulated` against `predicted`, relative to a scale of the theory.
+
+    - `scale="pointwise"` (default): max |sim − th| / max(|th|, floor · max|th|) over all
+      entries: the error relative to each value, for quantities that keep their sign and decay
+      (losses, mode strengths); the floor keeps entries that go to 0 from dividing by 0.
+    - `scale="curve"`: max |sim − th| / max|th|: the error relative to the scale of the whole
+      curve, for quantities that cross zero (network outputs), where a pointwise ratio is
+      large beside a perfect overlay.
+    Non-finite sim entries (e.g. after an event) are skipped."""
+    if scale not in SCALES:
+        raise ValueError(message("scale", f"be one of {SCALES}", repr(scale)))
     simulated = jnp.asarray(simulated)
     predicted = jnp.broadcast_to(jnp.asarray(predicted), simulated.shape)
-    scale = jnp.maximum(jnp.abs(predicted), floor * jnp.max(jnp.abs(predicted)))
+    if scale == "curve":
+        scale = jnp.max(jnp.abs(predicted))
+    else:
+        scale = jnp.maximum(jnp.abs(predicted), floor * jnp.max(jnp.abs(predicted)))
     scale = jnp.where(scale > 0, scale, 1.0)
     err = jnp.abs(simulated - predicted) / scale
     return jnp.max(jnp.where(jnp.isfinite(simulated), err, 0.0))
@@ -88,11 +104,18 @@ def compare(
     names: Sequence[str] | None = None,
     *,
     floor: float = 1e-3,
+    scale: str = "pointwise",
 ) -> dict[str, Float[Array, ""]]:
     """Max relative error of the theory against the simulation on the solution's time grid.
 
-    For every observable both provide (or `names`): max_t |sim − th| / max(|th|, floor·max|th|).
-    The floor keeps observables that go to 0 from dividing by 0.
+    For every observable both provide (or `names`), over all times and entries:
+    - `scale="pointwise"` (default): max |sim − th| / max(|th|, floor·max|th|), the error
+      relative to each predicted value (the floor keeps observables that go to 0 from dividing
+      by 0). Right for losses and mode strengths; misleading for outputs that cross zero, where
+      a value near 0 makes the ratio large however good the overlay.
+    - `scale="curve"`: max |sim − th| / max|th|, the error relative to the observable's scale
+      over the whole curve (use it for network outputs).
+    See `relative_error`.
     """
     predicted = theory.evaluate(solution.ts)
     common = [n for n in solution.observables if n in predicted] if names is None else list(names)
@@ -104,4 +127,4 @@ def compare(
     missing = [n for n in common if n not in predicted or n not in solution.observables]
     if missing:
         raise ValueError(message("names", "name observables both the theory and the solution have", missing))
-    return {n: relative_error(solution.observables[n], predicted[n], floor) for n in common}
+    return {n: relative_error(solution.observables[n], predicted[n], floor, scale) for n in common}

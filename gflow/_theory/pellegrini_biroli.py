@@ -202,6 +202,10 @@ def _check_flow(flow, name: str, teacher) -> tuple[TwoLayer, float, Float[Array,
     teacher = check_float_array("teacher", teacher, ndim=1)
     teacher = teacher / jnp.linalg.norm(teacher)
     y = flow.data.y[:, 0]
+    if is_concrete(y) and not bool(jnp.all(jnp.abs(y) == 1)):
+        zero_one = bool(jnp.all((y == 0) | (y == 1)))
+        raise regime_error(name, "binary labels y = ±1", "got 0/1 labels" if zero_one else "got labels other than ±1",
+                           "Map 0/1 labels to ±1 with `2 * y - 1`." if zero_one else None)
     wrong = jnp.sum(jnp.sign(flow.data.x @ teacher) != y)
     if is_concrete(wrong) and int(wrong) > 0:
         raise regime_error(name, "linearly separable labels y = sign(ŵ*·x)",

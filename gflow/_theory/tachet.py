@@ -44,8 +44,13 @@ def feature_modes(data: Dataset, name: str, *, features=None, atol: float = 1e-1
     """
     x = np.asarray(data.x)
     y = np.asarray(data.y)
-    if y.shape[1] != 1 or not np.all(np.abs(y) == 1):
+    if y.shape[1] != 1:
         raise regime_error(name, "binary labels y = ±1 of shape (n, 1)", f"got y of shape {y.shape}")
+    if not np.all(np.abs(y) == 1):
+        zero_one = bool(np.all((y == 0) | (y == 1)))
+        raise regime_error(name, "binary labels y = ±1 of shape (n, 1)",
+                           "got 0/1 labels" if zero_one else f"got labels {np.unique(y)[:5].tolist()}",
+                           "Map 0/1 labels to ±1 with `2 * y - 1`." if zero_one else None)
     y = y[:, 0]
     n = x.shape[0]
     norms = np.linalg.norm(x, axis=1)
