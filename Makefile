@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast reproduce bench install clean
+.PHONY: demo test test-fast reproduce bench bench-gpu install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,18 @@ test: $(STAMP)
 reproduce: $(STAMP)
 	$(PY) -m gflow reproduce all --out reproduce_out
 
-bench: $(STAMP)
-	$(PY) -m gflow bench
+# Benchmark peers (torch CPU wheel, torchdiffeq, scipy): installed here, never by `make test`.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(PY) -m gflow bench all --small --peers
+
+BENCH_OUT ?= bench_gpu_out
+bench-gpu: $(BENCH_STAMP)
+	$(PY) -m gflow bench all --full --peers --out $(BENCH_OUT)
 
 clean:
 	rm -rf $(VENV) reproduce_out demo_*.png

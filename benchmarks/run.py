@@ -1,12 +1,17 @@
-"""Entry point of `gflow bench`: runs the registered benchmark scripts.
+"""Entry point of `gflow bench`: runs the registered benchmark scripts (issue 13's suite).
 
-    gflow bench                       # every benchmark, full size
-    gflow bench all --small           # every benchmark, CPU-sized (or `gflow bench -- --small`)
+    gflow bench all --small --peers          # P1–P5 at CPU size (`make bench`)
+    gflow bench --full --peers --out DIR     # P1–P5 at GPU size (`make bench-gpu`)
+    gflow bench p1_uniform --tiny --out /tmp/b   # the smoke test's size
     gflow bench pellegrini_biroli --small --peers
 
-Each script in BENCHMARKS is a module in this folder with `main(argv) -> Path` that parses its own
-flags and writes a JSON record to benchmarks/results/. Flags after the names are passed through
-unchanged. To add a problem: write `benchmarks/<name>.py` with such a `main`, append `<name>`.
+Each script in BENCHMARKS is a module in this folder with `main(argv)` returning the path(s) of
+the JSON records it wrote (`<problem>-<device>-<dtype>-<date>.json` under `--out`, default
+benchmarks/results/, each with a PNG beside it). Flags after the names are passed through to
+every script unchanged (each ignores the flags it does not know). Common flags: --tiny / --small
+/ --full, --out DIR, --dtype float64,float32, --repeats N, --no-warmup, --no-peers,
+--solver NAME (P3), --torch-threads N. To add a problem: write `benchmarks/<name>.py` with such a
+`main`, append `<name>`.
 """
 
 import importlib.util
@@ -14,10 +19,16 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # the scripts import their siblings (common, netbench)
+    sys.path.insert(0, str(HERE))
 
 #: Registered benchmark scripts (file stems in this folder), run in this order.
 BENCHMARKS = [
-    "pellegrini_biroli",
+    "p1_uniform",
+    "p2_stiffness",
+    "p3_long_time",
+    "p4_reduced",
+    "pellegrini_biroli",  # P5
 ]
 
 
@@ -45,7 +56,8 @@ def main(argv=None) -> list[Path]:
     paths = []
     for name in [n for n in names if n != "all"] or BENCHMARKS:
         print(f"== {name}", flush=True)
-        paths.append(load(name).main(argv))
+        out = load(name).main(argv)
+        paths.extend(out if isinstance(out, list) else [out])
     return paths
 
 
