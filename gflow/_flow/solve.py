@@ -1,4 +1,5 @@
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ from .divergence import DIVERGED_MESSAGE, DivergenceGuard, diverged
 from .events import TrainingEvent
 from .observables import resolve_observables
 from .problem import GradientFlow
+from .solvers import AutoSwitch, MatrixFreeImplicit, StiffnessMonitor, resolve_solver
 
 MAX_STEPS_MESSAGE = (
     "The gradient-flow solve stopped before `t1`: the maximum number of solver steps "
@@ -44,7 +46,9 @@ class FlowSolution(eqx.Module):
     - `observables`: {name: array with leading time axis (T, …)}. Entries after an event or a
       failed step are `inf` (diffrax's convention); `t_final` says where the solve stopped.
     - `params_final`: the state at `t_final` (restart from it with `solve_flow(..., start=sol)`).
-    - `stats`: num_steps, num_accepted_steps, num_rejected_steps, rhs_evaluations.
+    - `stats`: num_steps, num_accepted_steps, num_rejected_steps, rhs_evaluations (NaN for
+      implicit solvers); `energy_residual` (the energy audit, see `solve_flow`); with
+      `solver="auto"` also num_steps_explicit, num_steps_implicit and switch_time (∞: never).
     - `result`: the diffrax `RESULTS` code (successful, event_occurred, max_steps_reached, …).
     - `event_time`: the exact time a training event fired, `inf` if none did; `event_mask`
       says which event (same order as given).
@@ -54,7 +58,7 @@ class FlowSolution(eqx.Module):
     observables: Observables
     params_final: Params
     t_final: Float[Array, ""]
-    stats: dict[str, Int[Array, ""]]
+    stats: dict[str, Int[Array, ""] | Float[Array, ""]]
     result: diffrax.RESULTS
     event_time: Float[Array, ""]
     event_mask: tuple[Bool[Array, ""], ...] | None
@@ -97,6 +101,8 @@ def default_times(t0, t1, num_times: int = 121, decades: float = 6.0, *, dtype=N
 
 def _rhs_per_step(solver) -> float:
     """Vector-field evaluations per step for explicit Runge–Kutta solvers (FSAL counted once)."""
+    if isinstance(solver, diffrax.AbstractImplicitSolver):
+        return math.nan  # Newton/Krylov iterations vary per step
     tableau = getattr(solver, "tableau", None)
     if tableau is None or not hasattr(tableau, "c"):
         return math.nan
@@ -122,7 +128,7 @@ def integrate(
     ts: Times | None,
     save: Callable,
     num_times: int = 121,
-    solver: diffrax.AbstractSolver | None = None,
+    solver: diffrax.AbstractSolver | str | MatrixFreeImplicit | AutoSwitch | None = None,
     rtol: float | Float[Array, ""] | None = None,
     atol: float | Float[Array, ""] | None = None,
     max_steps: int = 100_000,
@@ -131,9 +137,14 @@ def integrate(
     throw: bool = True,
     progress: bool = False,
     dt0: float | None = None,
+    norm: Callable | None = None,
 ) -> FlowSolution:
     """The one place gflow calls `diffrax.diffeqsolve`: saves `save(t, y, args)` on `ts` and the
-    state at the final time; solve failures follow `throw` (see `solve_flow`)."""
+    state at the final time; solve failures follow `throw` (see `solve_flow`).
+
+    `solver`: a diffrax solver, "explicit" (Tsit5, the default), "implicit"
+    (`MatrixFreeImplicit()`), "auto" (`AutoSwitch()`), or one of those gflow classes.
+    `norm`: the step-size controller's error norm (default RMS over the whole state)."""
     t1 = check_time_span(t0, t1)
     max_steps = check_integer("max_steps", max_steps, minimum=1)
     if ts is None:
@@ -146,59 +157,141 @@ def integrate(
         atol = d_atol if atol is None else atol
     rtol = check_finite_positive("rtol", rtol)
     atol = check_finite_positive("atol", atol)
-    solver = diffrax.Tsit5() if solver is None else solver
-    controller = diffrax.PIDController(rtol=rtol, atol=atol)
+    solver = resolve_solver(solver, atol)
+    controller = diffrax.PIDController(rtol=rtol, atol=atol) if norm is None else diffrax.PIDController(rtol=rtol, atol=atol, norm=norm)
     controller = DivergenceGuard(controller)  # a blow-up ends the solve with a result code
     if jump_ts is not None:
         controller = diffrax.ClipStepSizeController(controller, jump_ts=jnp.asarray(jump_ts))
-    saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=save), diffrax.SubSaveAt(t1=True)])
     meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field),
-        solver,
-        t0,
-        t1,
-        dt0,
-        y0,
-        args,
-        saveat=saveat,
-        stepsize_controller=controller,
-        event=event,
-        max_steps=max_steps,
-        throw=False,
-        progress_meter=meter,
+    run = _Segment(vector_field, y0, args, ts, save, controller, event, max_steps, meter, dt0)
+    if not isinstance(solver, AutoSwitch):
+        sol = run(solver, t0, t1, y0)
+        seg = _unpack(sol)
+        stats = {
+            "num_steps": sol.stats["num_steps"],
+            "num_accepted_steps": sol.stats["num_accepted_steps"],
+            "num_rejected_steps": sol.stats["num_rejected_steps"],
+            "rhs_evaluations": sol.stats["num_steps"] * _rhs_per_step(solver) + 1,
+        }
+        return _solution(seg, ts, stats, throw)
+
+    # Auto: an explicit segment that the stiffness monitor may end early, then the implicit
+    # solver from each member's own switch state and time (t1 → t1 for members that never
+    # switched: no steps). Under vmap each segment runs in lockstep over members, but a member
+    # pays explicit steps only until its own switch.
+    explicit, implicit = solver.explicit, solver.implicit.diffrax_solver(atol)
+    monitor = StiffnessMonitor(controller, vector_field, solver.threshold * solver.stability_boundary, solver.patience)
+    sol1 = run(explicit, t0, t1, y0, controller=monitor)
+    seg1 = _unpack(sol1)
+    switched = (sol1.result == diffrax.RESULTS.event_occurred) & ~(seg1["event_time"] < jnp.inf)
+    switched = switched & (seg1["t_final"] < t1)
+    t_switch = jnp.where(switched, seg1["t_final"], t1)
+    sol2 = run(implicit, t_switch, t1, seg1["y_final"], ts=jnp.clip(ts, t_switch, t1))
+    seg2 = _unpack(sol2)
+    from_seg1 = ts <= jnp.where(switched, t_switch, jnp.inf)
+    pick = lambda a, b: jnp.where(switched, b, a)  # noqa: E731
+    saved = jax.tree_util.tree_map(
+        lambda a, b: jnp.where(from_seg1.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), seg1["saved"], seg2["saved"]
     )
+    seg = {
+        "ts": jnp.where(from_seg1, seg1["ts"], seg2["ts"]),
+        "saved": saved,
+        "y_final": jax.tree_util.tree_map(pick, seg1["y_final"], seg2["y_final"]),
+        "t_final": pick(seg1["t_final"], seg2["t_final"]),
+        "result": diffrax.RESULTS.where(
+            switched, sol2.result, diffrax.RESULTS.where(seg1["event_time"] < jnp.inf, sol1.result, diffrax.RESULTS.where(
+                sol1.result == diffrax.RESULTS.event_occurred, diffrax.RESULTS.successful, sol1.result))
+        ),
+        "event_time": pick(seg1["event_time"], seg2["event_time"]),
+        "event_mask": None if seg1["event_mask"] is None else tuple(
+            jnp.where(switched, b, a) for a, b in zip(seg1["event_mask"], seg2["event_mask"])
+        ),
+    }
+    n1 = sol1.stats["num_steps"]
+    n2 = jnp.where(switched, sol2.stats["num_steps"], 0)
+    stats = {
+        "num_steps": n1 + n2,
+        "num_accepted_steps": sol1.stats["num_accepted_steps"] + jnp.where(switched, sol2.stats["num_accepted_steps"], 0),
+        "num_rejected_steps": sol1.stats["num_rejected_steps"] + jnp.where(switched, sol2.stats["num_rejected_steps"], 0),
+        "rhs_evaluations": jnp.where(switched, jnp.nan, n1 * _rhs_per_step(explicit) + 1),
+        "num_steps_explicit": n1,
+        "num_steps_implicit": n2,
+        "switch_time": jnp.where(switched, t_switch, jnp.inf),
+    }
+    return _solution(seg, ts, stats, throw)
+
+
+class _Segment(eqx.Module):
+    """One `diffeqsolve` with the save grid, controller, event and limits shared by segments."""
+
+    vector_field: Callable
+    y0: Any
+    args: Any
+    ts: Any
+    save: Callable
+    controller: Any
+    event: Any
+    max_steps: int = eqx.field(static=True)
+    meter: Any
+    dt0: Any
+
+    def __call__(self, solver, t0, t1, y0, *, ts=None, controller=None):
+        ts = self.ts if ts is None else ts
+        saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=self.save), diffrax.SubSaveAt(t1=True)])
+        return diffrax.diffeqsolve(
+            diffrax.ODETerm(self.vector_field),
+            solver,
+            t0,
+            t1,
+            self.dt0,
+            y0,
+            self.args,
+            saveat=saveat,
+            stepsize_controller=self.controller if controller is None else controller,
+            event=self.event,
+            max_steps=self.max_steps,
+            throw=False,
+            progress_meter=self.meter,
+        )
+
+
+def _unpack(sol) -> dict:
     saved, y_final = sol.ys
     t_final = sol.ts[1][0]
-    y_final = jax.tree_util.tree_map(lambda y: y[0], y_final)
-    result = sol.result
-    if throw:
-        max_steps_hit = result == diffrax.RESULTS.max_steps_reached
-        blew_up = diverged(result)
-        saved = eqx.error_if(saved, max_steps_hit, MAX_STEPS_MESSAGE)
-        saved = eqx.error_if(saved, blew_up, DIVERGED_MESSAGE)
-        saved = eqx.error_if(saved, ~diffrax.is_okay(result) & ~max_steps_hit & ~blew_up, FAILED_MESSAGE)
-    stats = {
-        "num_steps": sol.stats["num_steps"],
-        "num_accepted_steps": sol.stats["num_accepted_steps"],
-        "num_rejected_steps": sol.stats["num_rejected_steps"],
-        "rhs_evaluations": sol.stats["num_steps"] * _rhs_per_step(solver) + 1,
-    }
     if sol.event_mask is None:
         event_mask, event_time = None, jnp.asarray(jnp.inf, dtype=t_final.dtype)
     else:
         event_mask = tuple(jax.tree_util.tree_leaves(sol.event_mask))
         fired = jnp.any(jnp.stack(event_mask))
         event_time = jnp.where(fired, t_final, jnp.inf)
+    return {
+        "ts": sol.ts[0],
+        "saved": saved,
+        "y_final": jax.tree_util.tree_map(lambda y: y[0], y_final),
+        "t_final": t_final,
+        "result": sol.result,
+        "event_time": event_time,
+        "event_mask": event_mask,
+    }
+
+
+def _solution(seg: dict, ts, stats: dict, throw: bool) -> FlowSolution:
+    saved, result = seg["saved"], seg["result"]
+    if throw:
+        max_steps_hit = result == diffrax.RESULTS.max_steps_reached
+        blew_up = diverged(result)
+        saved = eqx.error_if(saved, max_steps_hit, MAX_STEPS_MESSAGE)
+        saved = eqx.error_if(saved, blew_up, DIVERGED_MESSAGE)
+        saved = eqx.error_if(saved, ~diffrax.is_okay(result) & ~max_steps_hit & ~blew_up, FAILED_MESSAGE)
     return FlowSolution(
-        ts=sol.ts[0] if sol.ts[0] is not None else ts,
+        ts=seg["ts"] if seg["ts"] is not None else ts,
         observables=saved,
-        params_final=y_final,
-        t_final=t_final,
+        params_final=seg["y_final"],
+        t_final=seg["t_final"],
         stats=stats,
         result=result,
-        event_time=event_time,
-        event_mask=event_mask,
+        event_time=seg["event_time"],
+        event_mask=seg["event_mask"],
     )
 
 
@@ -216,7 +309,62 @@ class _EventCondition(eqx.Module):
     event: TrainingEvent
 
     def __call__(self, t, y, args, **kwargs):
-        return self.event.cond(t, y, args)
+        return self.event.cond(t, y[0], args)  # y = (params, energy integral)
+
+
+class _OnParams(eqx.Module):
+    """Saves `save(t, params, flow)` from the audited state (params, energy integral)."""
+
+    save: Callable
+
+    def __call__(self, t, y, flow):
+        return self.save(t, y[0], flow)
+
+
+class _AuditedField(eqx.Module):
+    """The flow's field and the energy-audit integrand from one gradient evaluation.
+
+    d/dt (θ, E) = (−κ·r⊙∇L, κ·Σ r(∇L)²): exactly `GradientFlow.vector_field` (same operations,
+    so the same rounding) plus the dissipation rate, so along an exact flow L(t) − L(0) = −E(t).
+    """
+
+    def __call__(self, t, y, flow):
+        grad = flow.gradient(y[0])
+        scaled = grad if flow.rates is None else jax.tree_util.tree_map(lambda g, r: r * g, grad, flow.rates)
+        field = jax.tree_util.tree_map(lambda g: -flow.time_scale * g, scaled)
+        power = sum(jnp.sum(g * h) for g, h in zip(jax.tree_util.tree_leaves(grad), jax.tree_util.tree_leaves(scaled)))
+        return field, (flow.time_scale * power).astype(y[1].dtype)
+
+
+def _params_norm(y):
+    """The PID's RMS error norm over θ only: the energy integral never steers the step size."""
+    return optx.rms_norm(y[0])
+
+
+#: The energy audit's tolerance is ENERGY_TOLERANCE × rtol. The integral E is integrated with
+#: the step sizes that control θ to rtol, and both L(θ(t)) and E(t) inherit relative errors of
+#: order rtol·(steps' accumulated error growth); 100× leaves room for that accumulation over
+#: the ~10²–10⁵ steps of a solve (measured residuals on smooth problems: ≲ rtol) while a
+#: gradient that is not the loss's (stop_gradient, a changed loss) misses by O(1).
+ENERGY_TOLERANCE = 100.0
+
+ENERGY_MESSAGE = (
+    "The energy audit of the gradient flow failed: L(t_final) − L(0) should equal −∫κ‖∇L‖²_r dt "
+    "along the solve, but the relative residual is {residual:.3g} (tolerance {tolerance:.3g} = "
+    "{factor:g} × rtol). The likely causes: the loss that is differentiated is not the loss "
+    "that is reported (a `jax.lax.stop_gradient` or custom derivative in the model or loss, "
+    "a loss changed between differentiation and evaluation), data changed inside the model, "
+    "or an accuracy problem (tighten `rtol`/`atol`)."
+)
+
+
+def energy_residual(loss0, loss1, energy):
+    """|L1 − L0 + E| / (|L0 − L1| + floor): the relative miss of the energy identity. The floor,
+    10³·eps·(|L0| + |L1|), keeps round-off of the two loss evaluations from reading as a miss
+    when the loss barely moves."""
+    eps = jnp.finfo(jnp.result_type(loss0)).eps
+    floor = 1e3 * eps * (jnp.abs(loss0) + jnp.abs(loss1)) + jnp.finfo(jnp.result_type(loss0)).tiny
+    return jnp.abs(loss1 - loss0 + energy) / (jnp.abs(loss0 - loss1) + floor)
 
 
 def _params(t, params, flow):
@@ -270,7 +418,7 @@ def solve_flow(
     ts: Times | None = None,
     num_times: int = 121,
     observables: Sequence[str | Callable] | dict[str, str | Callable] = ("loss",),
-    solver: diffrax.AbstractSolver | None = None,
+    solver: diffrax.AbstractSolver | str | MatrixFreeImplicit | AutoSwitch | None = None,
     rtol: float | None = None,
     atol: float | None = None,
     event: TrainingEvent | Sequence[TrainingEvent] | None = None,
@@ -289,6 +437,17 @@ def solve_flow(
     {name: fn(t, params, flow)}) on `ts` (default: `num_times` points, {0} ∪ log grid over the
     6 decades below t1), never the θ history unless `save_params=True`.
     Defaults: Tsit5 with a PID controller; rtol/atol 1e-8/1e-10 in float64, 1e-5/1e-7 in float32.
+    `solver`: "explicit" (Tsit5, the default; best for short horizons and fast transients),
+    "implicit" (`gflow.MatrixFreeImplicit()`: an ESDIRK method whose stage equations use
+    Hessian-vector products and GMRES, never a Jacobian; use it for long horizons near a
+    minimum, where an explicit step is capped at ≈ 3.5/λ_max(H) and the explicit step count
+    grows linearly with t1), "auto" (`gflow.AutoSwitch()`: explicit until the explicit step is
+    stiffness-limited, then implicit; `stats["switch_time"]`), or any diffrax solver.
+    Energy audit: alongside θ the solve integrates E(t) = ∫κ‖∇L‖²_r dt (outside the step-size
+    control, so step counts are those of θ alone); along an exact gradient flow
+    L(t) − L(0) = −E(t). `stats["energy_residual"]` = |L(t_final) − L(0) + E| / |L(0) − L(t_final)|,
+    and a concrete solve with `throw=True` warns when it exceeds 100 × rtol (a loss that is not
+    the one differentiated, `stop_gradient`, data changed inside the model).
     `jump_ts`: times where the vector field is discontinuous (hinge kinks, ReLU deaths).
     `event`: training event(s) that stop the solve at their exact time (`event_time`).
     `throw=True`: a failed solve (max_steps, non-finite values) raises with the fix; with
@@ -338,14 +497,16 @@ def solve_flow(
         # round-off, not merely to rtol.
         scale = jnp.sqrt(fraction)
         step_rtol, step_atol = rtol * scale, atol * scale
-    return integrate(
-        flow.vector_field,
-        params0,
+    leaf = jax.tree_util.tree_leaves(params0)[0]
+    y0 = (params0, jnp.zeros((), jnp.result_type(leaf)))
+    sol = integrate(
+        _AuditedField(),
+        y0,
         flow,
         t0,
         t1,
         ts=ts,
-        save=save,
+        save=_OnParams(save),
         num_times=num_times,
         solver=solver,
         rtol=step_rtol,
@@ -356,4 +517,26 @@ def solve_flow(
         throw=throw,
         progress=progress,
         dt0=dt0,
+        norm=_params_norm,
     )
+    params_final, energy = sol.params_final
+    residual = energy_residual(flow.loss_value(params0), flow.loss_value(params_final), energy)
+    sol = FlowSolution(
+        ts=sol.ts,
+        observables=sol.observables,
+        params_final=params_final,
+        t_final=sol.t_final,
+        stats={**sol.stats, "energy_residual": residual},
+        result=sol.result,
+        event_time=sol.event_time,
+        event_mask=sol.event_mask,
+    )
+    if throw and is_concrete(residual) and is_concrete(sol.result) and bool(diffrax.is_okay(sol.result)):
+        tolerance = ENERGY_TOLERANCE * float(rtol)
+        if float(residual) > tolerance:
+            warnings.warn(
+                ENERGY_MESSAGE.format(residual=float(residual), tolerance=tolerance, factor=ENERGY_TOLERANCE),
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    return sol

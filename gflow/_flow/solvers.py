@@ -54,9 +54,9 @@ class MatrixFreeImplicit(eqx.Module):
       iteration cap. A GMRES or Newton failure rejects the step and retries it 5× smaller.
     """
 
-    order: int = eqx.field(static=True, default=5)
+    order: int = eqx.field(static=True, default=4)
     krylov_rtol: float = eqx.field(static=True, default=1e-3)
-    restart: int = eqx.field(static=True, default=20)
+    restart: int = eqx.field(static=True, default=10)
     max_krylov_steps: int = eqx.field(static=True, default=200)
 
     def __check_init__(self):
