@@ -45,11 +45,15 @@ def gflow_fn(dtype, a0, ts, **solve_kw):
     return solve
 
 
+def _powers(s):
+    return jnp.stack([jnp.ones_like(s), s, s * s, s * s * s], axis=1)
+
+
 def rhs_jnp(eps, z, n):
     a, s = z[:n], z[n:]
     sig, phi = jnp.asarray(SIGMA, dtype=z.dtype), jnp.asarray(PHI, dtype=z.dtype)
     k = jnp.arange(4)
-    pw = s[:, None] ** k  # (N, 4)
+    pw = _powers(s)  # (N, 4)
     r = phi - sig * jnp.mean(a[:, None] * pw, axis=0)
     c = sig * r
     psi = pw @ c
@@ -59,7 +63,7 @@ def rhs_jnp(eps, z, n):
 
 def risk_jnp(z, n):
     a, s = z[:n], z[n:]
-    pw = s[:, None] ** jnp.arange(4)
+    pw = _powers(s)
     sig, phi = jnp.asarray(SIGMA, dtype=z.dtype), jnp.asarray(PHI, dtype=z.dtype)
     r = phi - sig * jnp.mean(a[:, None] * pw, axis=0)
     return 0.5 * jnp.sum(r**2)
