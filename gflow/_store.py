@@ -328,6 +328,11 @@ class ZarrStore:
         found = read_manifest(self.path, name)
         if found["config_hash"] != spec["config_hash"]:
             diff = identity_diff(found["config"], json_normal(spec["config"]))
+            was, now = found.get("context") or {}, spec.get("context") or {}
+            moved = [f"{k} {was.get(k)} -> {now.get(k)}" for k in ("jax_version", "diffrax_version")
+                     if was.get(k) != now.get(k)]
+            if moved and any(line.startswith("the computation") for line in diff):
+                diff.append(f"(the store was written with other versions: {', '.join(moved)})")
             raise SweepStoreError(
                 message(name, "hold this sweep's results or nothing",
                         f"{str(self.path)!r} holding another sweep's results: "

@@ -290,8 +290,8 @@ def sweep(
 
     - `make_flow(key, hyper) -> GradientFlow`: builds one member from its PRNG key and a dict of
       scalar hyperparameters {name: value} (one entry per grid parameter); it is traced once
-      for the whole sweep (plus one abstract shape probe when `chunk_size` is left to the
-      budget), so it must use `hyper` with jnp operations (e.g. `init_scale`, `time_scale`), and
+      for the whole sweep (one member on abstract inputs), so it must use `hyper` with jnp
+      operations (e.g. `init_scale`, `time_scale`), and
       every member must have the same array shapes. Widths and data sizes are grid axes by
       padding: `TwoLayer(d, max_width, active_width=hyper["width"], key=key)` and
       `data.first(hyper["n"])` give each member the flow of its real width and data size (the
@@ -310,11 +310,19 @@ def sweep(
       save grid (linear interpolation), so their accuracy is the grid's; inf if never reached.
     - Runs `chunk_size` members per compiled call (default: as many as `memory_budget` bytes
       allow, by an estimate of the solver state and saved outputs), split over `devices`
-      (default: the local devices) with shard_map. One compile for the whole sweep.
-    - `out`: a directory; results go to a Zarr store there chunk by chunk, keyed by a hash of the
-      sweep's description (keys, grid, times, observables, solver settings, dtype, make_flow's
-      qualified name — not its code: pass what it depends on in `config`, a JSON-able dict);
-      rerunning resumes; a store of another sweep raises `SweepStoreError`, never overwritten.
+      (default: the local devices) with shard_map; a chunk size that is not a multiple of the
+      device count is padded with repeated runs. One trace of `make_flow` (one member, on
+      abstract inputs) and one compile for the whole sweep.
+    - `out`: a directory; results go to a Zarr store there chunk by chunk (see `gflow._store`),
+      keyed by the sweep's identity: keys, grid, times, observables, solver (type and fields),
+      tolerances, dtype, gflow version, `config` (a JSON-able dict, recorded) and a fingerprint
+      of the traced per-member computation — make_flow's code and the arrays it closes over
+      (e.g. the data), observables and solver. Rerunning resumes (an explicit `chunk_size`
+      other than the store's is ignored, with a `SweepWarning`); a store of another sweep raises
+      `SweepStoreError` naming what differs, never overwritten. Marked chunks are verified on
+      resume (checksums): damaged ones are dropped (`SweepWarning`) and recomputed. Several
+      writers (processes, threads) on one `out` share the chunks through per-chunk locks; each
+      call returns when all its chunks are done.
     - Failed members (max_steps, non-finite values) are kept with their `result` code; at the end
       `on_failure` = "warn" (a `SweepWarning` naming them), "raise" (`SweepError`) or "ignore".
     - Multi-host: after `jax.distributed.initialize`, process p runs chunks p, p + P, … (P

@@ -118,7 +118,8 @@ def test_kill_and_resume_loses_nothing(reference, tmp_path):
 
 def test_two_devices_and_two_processes_match_one(reference, tmp_path):
     two_dev = tmp_path / "two_devices"
-    dev = subprocess.run(_cli("sweep", str(EXAMPLE), "--out", str(two_dev), "--no-progress"),
+    # Chunks of 15 on 2 devices: each device batch is padded to 16 (one repeated run, dropped).
+    dev = subprocess.run(_cli("sweep", str(EXAMPLE), "--out", str(two_dev), "--no-progress", "--chunk-size", "15"),
                          env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=2"),
                          capture_output=True, text=True, timeout=300)
     assert dev.returncode == 0, dev.stdout + dev.stderr
