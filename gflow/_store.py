@@ -235,26 +235,21 @@ def check_chunks(path: Path, spec: dict, chunks, *, full: bool, group=None,
     """Damage of the marked `chunks` of the store at `path`: [(variable, chunk, what)].
 
     Cheap: the marker is readable and every file it lists is there with its size. `full`: also
-    each variable's chunk reads back (chunk by chunk) with the recorded checksum; the values
-    read go into `into[variable]` (run-major arrays) when given.
+    each variable's chunk reads back with the recorded checksum (one read per variable; chunk by
+    chunk if that fails, to name the unreadable chunk); the values read go into
+    `into[variable]` (run-major arrays) when given.
     """
-    data = path / "data.zarr"
-    damaged = []
-    if full and group is None:
-        group = _open_group(data, "r")
+    damaged, records = [], {}
     c_size, n_runs = int(spec["chunk_size"]), int(spec["n_runs"])
     for c in chunks:
         marker = _read_marker(path / "done" / f"chunk_{c:06d}")
         if marker is None:
             damaged.append(("(all)", c, f"unreadable marker done/chunk_{c:06d}"))
             continue
-        for var, dv in spec["variables"].items():
+        for var in spec["variables"]:
             rec = marker["variables"].get(var)
-            if not isinstance(rec, dict) or not isinstance(rec.get("files"), dict):
-                damaged.append((var, c, f"not recorded in its marker done/chunk_{c:06d}"))
-                continue
-            if not rec["files"]:
-                damaged.append((var, c, f"no file recorded for it in done/chunk_{c:06d}"))
+            if not isinstance(rec, dict) or not isinstance(rec.get("files"), dict) or not rec["files"]:
+                damaged.append((var, c, f"no files recorded for it in its marker done/chunk_{c:06d}"))
                 continue
             bad = None
             for rel, size in sorted(rec["files"].items()):
@@ -264,19 +259,38 @@ def check_chunks(path: Path, spec: dict, chunks, *, full: bool, group=None,
                 elif f.stat().st_size != size:
                     bad = f"file {rel} has {f.stat().st_size} bytes, {size} were written"
                 if bad:
+                    damaged.append((var, c, bad))
                     break
-            if bad is None and full:
+            else:
+                records[var, c] = rec
+    if not full:
+        return damaged
+    if group is None:
+        group = _open_group(path / "data.zarr", "r")
+    for var, dv in spec["variables"].items():
+        todo = sorted(c for v, c in records if v == var)
+        if not todo:
+            continue
+        dtype = np.dtype(dv["dtype"])
+        try:
+            whole = np.asarray(group[var][...])
+        except Exception:  # some chunk is unreadable: find which, below
+            whole = None
+        for c in todo:
+            sl = slice(c * c_size, min((c + 1) * c_size, n_runs))
+            if whole is not None:
+                values = whole[sl]
+            else:
                 try:
-                    values = np.asarray(group[var][c * c_size : min((c + 1) * c_size, n_runs)])
+                    values = np.asarray(group[var][sl])
                 except Exception as e:  # zarr/numcodecs raise several kinds for a damaged chunk
-                    bad = f"unreadable: {type(e).__name__}: {str(e)[:120]}"
-                else:
-                    if _checksum(values.astype(np.dtype(dv["dtype"]), copy=False)) != rec.get("sha256"):
-                        bad = "its data does not match the checksum written with it"
-                    elif into is not None:
-                        into[var][c * c_size : c * c_size + values.shape[0]] = values
-            if bad:
-                damaged.append((var, c, bad))
+                    damaged.append((var, c, f"unreadable: {type(e).__name__}: {str(e)[:120]}"))
+                    continue
+            if _checksum(values.astype(dtype, copy=False)) != records[var, c].get("sha256"):
+                damaged.append((var, c, "its data does not match the checksum written with it"))
+            elif into is not None:
+                into[var][sl] = values
+    damaged.sort(key=lambda d: (d[1], d[0]))
     return damaged
 
 
