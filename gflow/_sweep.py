@@ -25,7 +25,11 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._flow import GradientFlow, default_times, solve_flow
+from ._flow.solve import energy_residual
 from ._flow.observables import resolve_observables
+from ._flow.solve import _SaveObservables
+from ._flow.solvers import AutoSwitch, resolve_solver
+from ._runner import SlotProgram, run_queue, slot_functions, step_budget
 from ._store import FORMAT, MANIFEST, MemoryStore, SweepWarning, ZarrStore, json_normal, read_manifest, read_store
 from ._validate import check_increasing_times, message
 
@@ -43,7 +47,7 @@ _REASONS = {
     int(_R.dt_min_reached._value): "dt_min reached",
     int(_R.nonfinite._value): "non-finite values in the solve",
 }
-SUMMARIES = ("final_loss", "t_final", "num_steps", "num_rejected_steps", "result",
+SUMMARIES = ("final_loss", "t_final", "num_steps", "num_rejected_steps", "result", "energy_residual",
              "time_to_loss_below", "plateau_exit_time", "time_to_all_correct")
 
 
@@ -126,46 +130,80 @@ def _first_crossing(ts, values, level, interpolate=True):
     return jnp.where(hit, t, jnp.inf)
 
 
-def _member_solver(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, typed_keys):
-    obs = resolve_observables(observables)
-    if "loss" not in obs:
-        obs = {"loss": "loss", **obs}
-    clash = set(obs) & set(SUMMARIES)
-    if clash:
-        raise ValueError(message("observables", f"use names other than the summaries {SUMMARIES}", sorted(clash)))
+class _Member(eqx.Module):
+    """One sweep member: how it is built from (key, hyper) and what is stored of its solve."""
 
-    def solve_one(key_data, hyper):
-        key = jr.wrap_key_data(key_data) if typed_keys else key_data
-        flow = make_flow(key, hyper)
+    make_flow: Callable = eqx.field(static=True)
+    ts: Float[Array, " times"]
+    observables: tuple = eqx.field(static=True)
+    loss_threshold: float = eqx.field(static=True)
+    typed_keys: bool = eqx.field(static=True)
+
+    def build(self, key_data, hyper):
+        """(flow with a finite params0, whether the given params0 was finite)."""
+        key = jr.wrap_key_data(key_data) if self.typed_keys else key_data
+        flow = self.make_flow(key, hyper)
         if not isinstance(flow, GradientFlow):
             raise TypeError(message("make_flow(key, hyperparameters)", "return a gflow.GradientFlow", type(flow).__name__))
         leaves = jax.tree_util.tree_leaves(flow.params0)
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
         # A non-finite init is recorded as this member's failure instead of stopping the batch.
         clean = jax.tree_util.tree_map(lambda x: jnp.where(finite, x, jnp.zeros_like(x)), flow.params0)
-        flow = eqx.tree_at(lambda f: f.params0, flow, clean)
-        sol = solve_flow(flow, t1, ts=ts, observables=obs, throw=False, **solve_kwargs)
-        final_loss = flow.loss_value(sol.params_final)
-        code = jnp.where(finite, sol.result._value, NONFINITE_INIT)
+        return eqx.tree_at(lambda f: f.params0, flow, clean), finite
+
+    def flow(self, key_data, hyper):
+        return self.build(key_data, hyper)[0]
+
+    def summarize(self, flow, finite, saved, params_final, t_final, num_steps, num_rejected, code, residual):
+        """The stored variables of one member: its observables on `ts` and the summaries."""
+        final_loss = flow.loss_value(params_final)
+        code = jnp.where(finite, code, NONFINITE_INIT)
         code = jnp.where((code == 0) & ~jnp.isfinite(final_loss), NONFINITE_LOSS, code)
-        loss = sol.observables["loss"]
+        loss = saved["loss"]
         half = 0.5 * (loss[0] + final_loss)  # plateau exit: half of the total decrease made
-        out = {name: sol.observables[name] for name in obs}
+        out = {name: saved[name] for name, _ in self.observables}
         out.update(
             final_loss=jnp.where(finite, final_loss, jnp.nan),
-            t_final=sol.t_final,
-            num_steps=sol.stats["num_steps"],
-            num_rejected_steps=sol.stats["num_rejected_steps"],
+            t_final=t_final,
+            num_steps=num_steps,
+            num_rejected_steps=num_rejected,
             result=code.astype(jnp.int32),
-            time_to_loss_below=_first_crossing(sol.ts, loss, loss_threshold),
-            plateau_exit_time=jnp.where(loss[0] > final_loss, _first_crossing(sol.ts, loss, half), jnp.inf),
+            energy_residual=residual,
+            time_to_loss_below=_first_crossing(self.ts, loss, self.loss_threshold),
+            plateau_exit_time=jnp.where(loss[0] > final_loss, _first_crossing(self.ts, loss, half), jnp.inf),
         )
-        if "classification_error" in obs:
-            err = sol.observables["classification_error"]
-            out["time_to_all_correct"] = _first_crossing(sol.ts, err, 0.0, interpolate=False)
+        if "classification_error" in saved:
+            out["time_to_all_correct"] = _first_crossing(self.ts, saved["classification_error"], 0.0, interpolate=False)
+        return out
+
+    def readout(self, state, key_data, hyper):
+        """`summarize` of a finished slot of the slot runner."""
+        flow, finite = self.build(key_data, hyper)
+        params, energy = state.y
+        residual = energy_residual(flow.loss_value(flow.params0), flow.loss_value(params), energy)
+        return self.summarize(flow, finite, state.saved, params, state.t, state.num_steps,
+                              state.num_rejected_steps, state.result, residual)
+
+
+def _member_solver(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, typed_keys):
+    """(`solve_one(key, hyper) -> (stored variables, flow)`, the `_Member`)."""
+    obs = resolve_observables(observables)
+    if "loss" not in obs:
+        obs = {"loss": "loss", **obs}
+    clash = set(obs) & set(SUMMARIES)
+    if clash:
+        raise ValueError(message("observables", f"use names other than the summaries {SUMMARIES}", sorted(clash)))
+    member = _Member(make_flow, jnp.asarray(ts), tuple(obs.items()), loss_threshold, typed_keys)
+
+    def solve_one(key_data, hyper):
+        flow, finite = member.build(key_data, hyper)
+        sol = solve_flow(flow, t1, ts=ts, observables=obs, throw=False, **solve_kwargs)
+        out = member.summarize(flow, finite, sol.observables, sol.params_final, sol.t_final,
+                               sol.stats["num_steps"], sol.stats["num_rejected_steps"], sol.result._value,
+                               sol.stats["energy_residual"])
         return out, flow
 
-    return solve_one
+    return solve_one, member
 
 
 def _describe(fn) -> str:
@@ -285,6 +323,8 @@ def sweep(
     devices: Sequence | None = None,
     process_index: int | None = None,
     process_count: int | None = None,
+    slots: int | None = None,
+    runner_stats: dict | None = None,
 ):
     """Solve the gradient flow for `members` initialisations at every point of `grid`.
 
@@ -355,7 +395,7 @@ def sweep(
     hyper_runs = {name: np.repeat(v, n_members).astype(dtype) for name, v in hyper_points.items()}
     run_member = np.tile(np.arange(n_members), n_points)
 
-    solve_one = _member_solver(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, typed)
+    solve_one, member_parts = _member_solver(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, typed)
     in_specs = (jax.ShapeDtypeStruct(key_data.shape[1:], key_data.dtype),
                 {k: jax.ShapeDtypeStruct((), v.dtype) for k, v in hyper_runs.items()})
     cache_key = _cache_key(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, typed, in_specs)
@@ -455,58 +495,35 @@ def sweep(
         if n_dev > 1:
             mesh = jax.sharding.Mesh(np.asarray(devices), ("sweep",))
             spec_p = jax.sharding.PartitionSpec("sweep")
-            batched = jax.shard_map(batched, mesh=mesh, in_specs=(spec_p, spec_p), out_specs=spec_p, check_vma=False)
+            wrap = lambda f: jax.shard_map(f, mesh=mesh, in_specs=spec_p, out_specs=spec_p, check_vma=False)  # noqa: E731
             sharding = jax.sharding.NamedSharding(mesh, spec_p)
         else:
+            wrap = lambda f: f  # noqa: E731
             sharding = jax.sharding.SingleDeviceSharding(devices[0])
-        place = lambda x: jax.device_put(x, sharding)
-        run_key = (batch, tuple(devices))
-        entry = member["runs"].setdefault(run_key, {"compiled": None})
-
-        def compute(c):
-            if entry["compiled"] is None:  # the sweep's one compile (of the one trace above)
-                arg_shapes = (
-                    jax.ShapeDtypeStruct((batch, *key_data.shape[1:]), key_data.dtype, sharding=sharding),
-                    {k: jax.ShapeDtypeStruct((batch,), v.dtype, sharding=sharding) for k, v in hyper_runs.items()},
-                )
-                entry["compiled"] = jax.jit(batched).trace(*arg_shapes).lower().compile()
-            start = c * chunk_size
-            stop = start + size(c)
-            # Pad the chunk to `batch` runs by repeating its last run (the padding is dropped).
-            idx = np.minimum(np.arange(start, start + batch), stop - 1)
-            keys_c = place(key_data[run_member[idx]])
-            hyper_c = {k: place(v[idx]) for k, v in hyper_runs.items()}
-            result = entry["compiled"](keys_c, hyper_c)
-            store.write_chunk(c, {k: np.asarray(v)[: stop - start] for k, v in result.items()})
-
+        place = lambda x: jax.device_put(x, sharding)  # noqa: E731
         from tqdm.auto import tqdm
 
         done_before = sum(size(c) for c in mine if c not in todo)
         total = sum(size(c) for c in mine)
+        bar = tqdm(total=total, initial=done_before, unit="member", desc="sweep", disable=not progress,
+                   dynamic_ncols=True, smoothing=0.1)
+        lockstep = isinstance(resolve_solver(solver), AutoSwitch)
         try:
-            with tqdm(total=total, initial=done_before, unit="member", desc="sweep", disable=not progress,
-                      dynamic_ncols=True, smoothing=0.1) as bar:
-                held_elsewhere = []
-                for c in todo:
-                    if not store.claim(c):  # another writer is computing it
-                        held_elsewhere.append(c)
-                        continue
-                    try:
-                        if not store.is_done(c):  # (or has just finished it)
-                            compute(c)
-                    finally:
-                        store.release(c)
-                    bar.update(size(c))
-                # Wait for the other writers' chunks; compute any they left (a killed writer's).
-                for c in held_elsewhere:
-                    store.claim(c, wait=True)
-                    try:
-                        if not store.is_done(c):
-                            compute(c)
-                    finally:
-                        store.release(c)
-                    bar.update(size(c))
+            if lockstep:
+                _run_chunks(store, todo, size, chunk_size, batch, key_data, run_member, hyper_runs, batched,
+                            wrap, sharding, place, member["runs"], bar)
+            else:
+                n_slots = _slot_count(slots, total, batch, n_dev)  # not the pending runs: a resume reuses the compile
+                program = SlotProgram(member_parts.flow, _SaveObservables(member_parts.observables), solver,
+                                      rtol, atol, jnp.asarray(ts), t1, step_budget(max_steps), max_steps)
+                fns = member["runs"].get(("slots", n_slots, tuple(devices)))
+                if fns is None:
+                    fns = member["runs"][("slots", n_slots, tuple(devices))] = slot_functions(
+                        program, member_parts.readout, wrap)
+                _run_slots(store, todo, size, chunk_size, key_data, run_member, hyper_runs, fns, n_slots,
+                           place, bar, runner_stats)
         finally:
+            bar.close()
             store.release_all()
 
     # The failure summary covers this process's chunks (resumed ones included).
@@ -529,6 +546,113 @@ def sweep(
     if out is None:
         return _labelled(spec, store.arrays, allow_partial=partial)
     return load_sweep(out, allow_partial=partial, name="out")
+
+
+def _slot_count(slots, n_todo, batch, n_dev):
+    """Slots of the continuous-batching runner: `slots` if given, else the memory budget's
+    batch capped at a quarter of the pending runs (so finished slots are refilled and no
+    member waits for the slowest), a multiple of the device count."""
+    if slots is None:
+        slots = min(batch, max(1, -(-n_todo // 4)))
+    elif not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
+        raise ValueError(message("slots", "be a positive integer", repr(slots)))
+    return -(-slots // n_dev) * n_dev
+
+
+def _run_slots(store, todo, size, chunk_size, key_data, run_member, hyper_runs, fns, n_slots, place, bar, stats):
+    """Solve the runs of the chunks in `todo` with the slot runner; a chunk is written (and its
+    claim released) once all its members are in. Chunks another writer holds are waited for
+    afterwards, one at a time and holding no other claim (no deadlock between writers), and
+    computed if that writer left them unfinished."""
+    pending: dict[int, dict] = {}
+
+    def claimed(c, wait=False):
+        if not store.claim(c, wait=wait):
+            return False
+        if store.is_done(c):  # another writer has just finished it
+            store.release(c)
+            bar.update(size(c))
+            return False
+        pending[c] = {"left": size(c), "data": {}}
+        return True
+
+    def inputs(idx):
+        return key_data[run_member[idx]], {k: v[idx] for k, v in hyper_runs.items()}
+
+    def solve(chunks):
+        runs = (r for c in chunks for r in range(c * chunk_size, c * chunk_size + size(c)))
+        for finished, out in run_queue(fns, runs, inputs, slots=n_slots, place=place, stats=stats):
+            for j, r in enumerate(finished):
+                c = int(r) // chunk_size
+                entry = pending[c]
+                for name, values in out.items():
+                    buf = entry["data"].get(name)
+                    if buf is None:
+                        buf = entry["data"][name] = np.empty((size(c), *values.shape[1:]), values.dtype)
+                    buf[int(r) - c * chunk_size] = values[j]
+                entry["left"] -= 1
+                bar.update(1)
+                if entry["left"] == 0:
+                    store.write_chunk(c, entry["data"])
+                    store.release(c)
+                    del pending[c]
+
+    held = []
+
+    def ours():
+        for c in todo:
+            if claimed(c):
+                yield c
+            elif not store.is_done(c):
+                held.append(c)
+
+    solve(ours())
+    for c in held:
+        if claimed(c, wait=True):
+            solve([c])
+
+
+def _run_chunks(store, todo, size, chunk_size, batch, key_data, run_member, hyper_runs, batched, wrap,
+                sharding, place, cache, bar):
+    """Solve each chunk in `todo` as one vmapped call (members in lockstep; `solver="auto"`)."""
+    entry = cache.setdefault(("chunks", batch, str(sharding)), {"compiled": None})
+
+    def compute(c):
+        if entry["compiled"] is None:  # one compile for every chunk
+            arg_shapes = (
+                jax.ShapeDtypeStruct((batch, *key_data.shape[1:]), key_data.dtype, sharding=sharding),
+                {k: jax.ShapeDtypeStruct((batch,), v.dtype, sharding=sharding) for k, v in hyper_runs.items()},
+            )
+            entry["compiled"] = jax.jit(wrap(batched)).trace(*arg_shapes).lower().compile()
+        start = c * chunk_size
+        stop = start + size(c)
+        # Pad the chunk to `batch` runs by repeating its last run (the padding is dropped).
+        idx = np.minimum(np.arange(start, start + batch), stop - 1)
+        keys_c = place(key_data[run_member[idx]])
+        hyper_c = {k: place(v[idx]) for k, v in hyper_runs.items()}
+        result = entry["compiled"](keys_c, hyper_c)
+        store.write_chunk(c, {k: np.asarray(v)[: stop - start] for k, v in result.items()})
+
+    held = []
+    for c in todo:
+        if not store.claim(c):  # another writer is computing it
+            held.append(c)
+            continue
+        try:
+            if not store.is_done(c):  # (or has just finished it)
+                compute(c)
+        finally:
+            store.release(c)
+        bar.update(size(c))
+    # Wait for the other writers' chunks; compute any they left (a killed writer's).
+    for c in held:
+        store.claim(c, wait=True)
+        try:
+            if not store.is_done(c):
+                compute(c)
+        finally:
+            store.release(c)
+        bar.update(size(c))
 
 
 def _labelled(spec: Mapping, arrays: Mapping[str, np.ndarray], *, allow_partial: bool, name: str = "sweep store"):

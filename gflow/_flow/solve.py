@@ -151,17 +151,9 @@ def integrate(
         ts = default_times(t0, t1, num_times, dtype=_float_dtype(y0))
     else:
         ts = check_increasing_times("ts", ts, t0, t1)
-    if rtol is None or atol is None:
-        d_rtol, d_atol = default_tolerances(y0)
-        rtol = d_rtol if rtol is None else rtol
-        atol = d_atol if atol is None else atol
-    rtol = check_finite_positive("rtol", rtol)
-    atol = check_finite_positive("atol", atol)
+    rtol, atol = member_tolerances(y0, rtol, atol)
     solver = resolve_solver(solver, atol)
-    controller = diffrax.PIDController(rtol=rtol, atol=atol) if norm is None else diffrax.PIDController(rtol=rtol, atol=atol, norm=norm)
-    controller = DivergenceGuard(controller)  # a blow-up ends the solve with a result code
-    if jump_ts is not None:
-        controller = diffrax.ClipStepSizeController(controller, jump_ts=jnp.asarray(jump_ts))
+    controller = flow_controller(rtol, atol, norm=norm, jump_ts=jump_ts)
     meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
     run = _Segment(vector_field, y0, args, ts, save, controller, event, max_steps, meter, dt0)
     if not isinstance(solver, AutoSwitch):
@@ -410,6 +402,45 @@ def _check_initial_loss(flow: GradientFlow, params0: Params) -> None:
         raise ValueError(message("initial gradient", "be finite", f"{int(bad)} NaN/inf entries of {size} at t0", fix))
 
 
+def member_tolerances(params0, rtol, atol):
+    """rtol, atol with the dtype defaults filled in, checked finite and > 0."""
+    if rtol is None or atol is None:
+        d_rtol, d_atol = default_tolerances(params0)
+        rtol = d_rtol if rtol is None else rtol
+        atol = d_atol if atol is None else atol
+    return check_finite_positive("rtol", rtol), check_finite_positive("atol", atol)
+
+
+def step_tolerances(flow: GradientFlow, rtol, atol):
+    """The tolerances the step-size controller sees (scaled for a padded width/data size)."""
+    fraction = flow.model0.active_fraction()
+    if fraction is None:
+        return rtol, atol
+    # Padding entries are 0 with 0 derivative, so they add 0 to the error norm's sum of
+    # squares but count in its RMS denominator. Scaling both tolerances by √(real fraction)
+    # turns the RMS over all entries into the RMS over the real ones: the step-size control
+    # (and the initial step) of the unpadded problem, so padded and unpadded solves agree to
+    # round-off, not merely to rtol.
+    scale = jnp.sqrt(fraction)
+    return rtol * scale, atol * scale
+
+
+def audited_state(params0):
+    """The ODE state of `solve_flow`: (θ, E) with the energy integral E(t0) = 0."""
+    leaf = jax.tree_util.tree_leaves(params0)[0]
+    return params0, jnp.zeros((), jnp.result_type(leaf))
+
+
+def flow_controller(rtol, atol, *, norm=None, jump_ts=None):
+    """gflow's step-size controller: PID (error `norm` over the state), guarded against
+    divergence, clipped at `jump_ts`."""
+    controller = diffrax.PIDController(rtol=rtol, atol=atol) if norm is None else diffrax.PIDController(rtol=rtol, atol=atol, norm=norm)
+    controller = DivergenceGuard(controller)  # a blow-up ends the solve with a result code
+    if jump_ts is not None:
+        controller = diffrax.ClipStepSizeController(controller, jump_ts=jnp.asarray(jump_ts))
+    return controller
+
+
 def solve_flow(
     flow: GradientFlow,
     t1: float | Float[Array, ""],
@@ -479,26 +510,11 @@ def solve_flow(
         obs = {**obs, "params": _params}
     save = _SaveObservables(tuple(obs.items()))
 
-    if rtol is None or atol is None:
-        d_rtol, d_atol = default_tolerances(params0)
-        rtol = d_rtol if rtol is None else rtol
-        atol = d_atol if atol is None else atol
-    rtol = check_finite_positive("rtol", rtol)
-    atol = check_finite_positive("atol", atol)
+    rtol, atol = member_tolerances(params0, rtol, atol)
     _check_initial_loss(flow, params0)
     event = _make_event(event, flow, rtol, atol)
-    step_rtol, step_atol = rtol, atol
-    fraction = flow.model0.active_fraction()
-    if fraction is not None:
-        # Padding entries are 0 with 0 derivative, so they add 0 to the error norm's sum of
-        # squares but count in its RMS denominator. Scaling both tolerances by √(real fraction)
-        # turns the RMS over all entries into the RMS over the real ones: the step-size control
-        # (and the initial step) of the unpadded problem, so padded and unpadded solves agree to
-        # round-off, not merely to rtol.
-        scale = jnp.sqrt(fraction)
-        step_rtol, step_atol = rtol * scale, atol * scale
-    leaf = jax.tree_util.tree_leaves(params0)[0]
-    y0 = (params0, jnp.zeros((), jnp.result_type(leaf)))
+    step_rtol, step_atol = step_tolerances(flow, rtol, atol)
+    y0 = audited_state(params0)
     sol = integrate(
         _AuditedField(),
         y0,
