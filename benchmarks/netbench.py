@@ -391,7 +391,7 @@ def run_torchdiffeq(net, dtype, t1, ts, ref, roof, *, tolerances, max_steps, rep
                   note="one batched state: a single step size for all members")
 
 
-def run_torch_gd(net, dtype, t1, ts, ref, roof, lrs, repeats, max_steps=None):
+def run_torch_gd(net, dtype, t1, ts, ref, roof, lrs, repeats, max_steps=None, warmup=None):
     torch, why = torch_or_reason()
     if torch is None:
         return skipped(why)
@@ -419,7 +419,8 @@ def run_torch_gd(net, dtype, t1, ts, ref, roof, lrs, repeats, max_steps=None):
                     A -= lr * gA
             return torch.stack(history, dim=1)
 
-        timing, hist = timed_python(loop, repeats=repeats, sync=_torch_sync(torch, dev))
+        timing, hist = timed_python(loop, repeats=repeats, sync=_torch_sync(torch, dev), warmup=warmup)
+        timing["warmup"] = warmup
         hist = hist.cpu().numpy()
         curve = interp_curve(lr * np.arange(hist.shape[1]), hist, ts)
         point = {"setting": {"lr": lr}, **timing, "steps": steps, "rhs_evaluations": steps + 1,
@@ -443,7 +444,12 @@ def gd_methods(record, net, dtype, t1, ts, ref, roof, *, lr0, repeats, no_peers,
                                          lr=lr, lr_search=trail)
     if no_peers:
         return
-    entry = run_torch_gd(net, dtype, t1, ts, ref, roof, lrs, repeats, max_steps=max_steps)
+    # torch's eager loop has no compile to amortise and costs ms per step on a CPU: at CPU sizes
+    # it runs once (no warm-up), at the searched η only; full size as the JAX methods
+    cpu = jax.default_backend() == "cpu" and net.members <= 64
+    torch_lrs, torch_repeats = ([lr], 1) if cpu else (lrs, repeats)
+    entry = run_torch_gd(net, dtype, t1, ts, ref, roof, torch_lrs, torch_repeats, max_steps=max_steps,
+                         warmup=not cpu)
     # torch's own check of η: halve (at most 3 times) if its curve is not within the tolerance
     extra = 0
     while entry["status"] == "ok" and extra < 3:
@@ -451,7 +457,8 @@ def gd_methods(record, net, dtype, t1, ts, ref, roof, *, lr0, repeats, no_peers,
         if last.get("error") is not None and last["error"] <= GD_TOLERANCE:
             break
         extra += 1
-        more = run_torch_gd(net, dtype, t1, ts, ref, roof, [lr / 2**extra], repeats, max_steps=max_steps)
+        more = run_torch_gd(net, dtype, t1, ts, ref, roof, [lr / 2**extra], torch_repeats, max_steps=max_steps,
+                            warmup=not cpu)
         entry["points"] += more.get("points", [])
     if entry["status"] == "ok":
         entry["lr"] = entry["points"][-1]["setting"]["lr"]
