@@ -70,7 +70,8 @@ def check_finite(name: str, tree: Any) -> Any:
         if eqx.is_inexact_array(leaf):
             msg = message(name, "contain only finite values", "NaN or inf")
             if is_concrete(leaf):
-                if not bool(jnp.all(jnp.isfinite(leaf))):
+                # numpy, not jnp: inside a jit trace jnp ops on a closed-over constant are traced.
+                if not bool(np.all(np.isfinite(np.asarray(leaf)))):
                     raise ValueError(msg)
             else:
                 leaf = eqx.error_if(leaf, ~jnp.all(jnp.isfinite(leaf)), msg)
