@@ -95,3 +95,9 @@ from ._theory import ensemble_error as ensemble_error
 from ._theory import phase_region as phase_region
 
 __version__ = "0.1.0"
+
+# JAX's persistent compilation cache, on by default in a user cache directory (a rerun of the
+# same sweep or CLI command compiles nothing); opt out with GFLOW_NO_COMPILATION_CACHE=1.
+from ._flow.solvers import enable_compilation_cache as _enable_compilation_cache
+
+_enable_compilation_cache()

@@ -1,6 +1,12 @@
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# gflow turns on JAX's persistent compilation cache at import; the tests keep theirs in a
+# temporary directory of this run (shared with the CLI subprocesses), never in the user's home.
+if "GFLOW_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["GFLOW_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="gflow-test-jax-cache-")
 
 import jax
 import jax.random as jr
