@@ -131,6 +131,11 @@ def _sweep(args):
     kwargs = config.sweep_kwargs()
     if args.chunk_size:
         kwargs["chunk_size"] = args.chunk_size
+    if args.worker is not None:
+        if args.coordinator:
+            sys.exit("gflow sweep: `--worker` and `--coordinator` must not be combined; got both "
+                     "(a worker shares only the store, jax.distributed shares a coordinator).")
+        kwargs["process_index"], kwargs["process_count"] = args.worker
     t1 = config.raw["solve"]["t1"]
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -150,6 +155,17 @@ def _sweep(args):
         print(f"gflow sweep: {n_done - n_ok} of {n_done} members failed (results kept; `result` says why); "
               f"exit code {code}", file=sys.stderr)
         sys.exit(code)
+
+
+def _worker(text: str) -> tuple[int, int]:
+    """`I/N` -> (I, N) with 0 ≤ I < N (argparse type of `--worker`)."""
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"`--worker` must be I/N with integers 0 ≤ I < N; got {text!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"`--worker` must be I/N with 0 ≤ I < N; got {text!r}")
+    return i, n
 
 
 def _plot(args):
@@ -200,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coordinator", default=None, help="multi-host: jax.distributed coordinator HOST:PORT")
     p.add_argument("--num-processes", type=int, default=1, help="multi-host: number of processes")
     p.add_argument("--process-id", type=int, default=0, help="multi-host: this process's index")
+    p.add_argument("--worker", type=_worker, default=None, metavar="I/N",
+                   help="independent worker I of N (0 ≤ I < N) sharing only the store, e.g. a Slurm array "
+                        "task: `--worker $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT` (array 0-(N-1)); "
+                        "worker I takes chunks I, I+N, …; two workers on one slice, or a killed and "
+                        "restarted one, never compute a chunk twice into the store")
     p.set_defaults(func=_sweep)
 
     p = sub.add_parser("plot", help="loss quantile bands and event-time histograms of a sweep store")

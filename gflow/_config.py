@@ -323,7 +323,10 @@ class Config:
             grid=self.grid(), seed=v["seed"], num_times=s["num_times"], observables=tuple(s["observables"]),
             loss_threshold=s["loss_threshold"], rtol=s["rtol"], atol=s["atol"], max_steps=s["max_steps"],
             chunk_size=v["chunk_size"] or None, memory_budget=v["memory_budget_mb"] * 2.0**20,
-            config=self.raw,
+            # The recorded config, less what only schedules the work (chunking, memory): a rerun
+            # with another chunk size resumes the same store.
+            config={**self.raw, "sweep": {k: v for k, v in self.raw["sweep"].items()
+                                          if k not in ("chunk_size", "memory_budget_mb")}},
         )
 
 

@@ -44,8 +44,8 @@ _REASONS = {
     NONFINITE_LOSS: "non-finite loss at the final time",
     NOT_RUN: "not run yet",
     int(_R.max_steps_reached._value): "max_steps reached",
-    int(_R.dt_min_reached._value): "dt_min reached",
-    int(_R.nonfinite._value): "non-finite values in the solve",
+    int(_R.dt_min_reached._value): "diverged: the step size collapsed (finite-time blow-up, or too stiff for any step)",
+    int(_R.nonfinite._value): "diverged: non-finite values in the solve",
 }
 SUMMARIES = ("final_loss", "t_final", "num_steps", "num_rejected_steps", "result", "energy_residual",
              "time_to_loss_below", "plateau_exit_time", "time_to_all_correct")

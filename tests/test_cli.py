@@ -5,6 +5,7 @@ writes the reference store in-process; subprocesses (kept to four: their jax imp
 dominate) redo it killed-and-resumed, on 2 fake devices and as 2 jax.distributed processes.
 """
 
+import json
 import os
 import random
 import re
@@ -129,17 +130,26 @@ def test_two_devices_and_two_processes_match_one(reference, tmp_path):
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
     two_proc = tmp_path / "two_processes"
-    logs = [tmp_path / f"process{i}.log" for i in range(2)]
+    workers = tmp_path / "workers"
+    commands = [_cli("sweep", str(EXAMPLE), "--out", str(two_proc), "--no-progress", "--coordinator",
+                     f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)) for i in range(2)]
+    # Independent workers sharing only the store (a Slurm array): slices 0/2 and 1/2, and slice
+    # 0/2 started twice by mistake: the chunk locks keep the store that of one process.
+    commands += [_cli("sweep", str(EXAMPLE), "--out", str(workers), "--no-progress", "--chunk-size", "8",
+                      "--worker", w) for w in ("0/2", "1/2", "0/2")]
+    logs = [tmp_path / f"process{i}.log" for i in range(len(commands))]
     procs = []
-    for i, log in enumerate(logs):
+    for command, log in zip(commands, logs):
         with open(log, "wb") as f:
-            procs.append(subprocess.Popen(
-                _cli("sweep", str(EXAMPLE), "--out", str(two_proc), "--no-progress", "--coordinator",
-                     f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)),
-                env=_env(), stdout=f, stderr=subprocess.STDOUT))
+            procs.append(subprocess.Popen(command, env=_env(), stdout=f, stderr=subprocess.STDOUT))
     for p, log in zip(procs, logs):
         assert p.wait(timeout=300) == 0, log.read_text()
     _assert_same_store(reference, two_proc)
+    _assert_same_store(reference, workers)
+    writers = {json.loads(m.read_text())["writer"]["pid"] for m in (workers / "done").iterdir()}
+    assert len(list((workers / "done").iterdir())) == 8 and 1 <= len(writers) <= 3
+    with pytest.raises(SystemExit):  # I/N with I ≥ N is refused by argparse
+        main(["sweep", str(EXAMPLE), "--out", str(tmp_path / "w"), "--worker", "2/2"])
 
 
 def test_readme_python_block_runs(tmp_path, monkeypatch):
