@@ -379,7 +379,8 @@ def run_torchdiffeq(net, dtype, t1, ts, ref, roof, *, tolerances, max_steps, rep
         except AssertionError as e:  # torchdiffeq's max_num_steps
             points.append({"setting": {"rtol": rtol, "atol": atol}, "error": None, "run_s": None,
                            "run_s_until_failure": time.perf_counter() - t_start,
-                           "rhs_evaluations": counter["nfe"], "result": f"failed: {e}"})
+                           "rhs_evaluations": counter["nfe"], "steps": max(0, (counter["nfe"] - 2) // 6),
+                           "result": f"failed: {e}"})
             continue
         nfe = counter["nfe"]
         point = {"setting": {"rtol": rtol, "atol": atol}, **timing, "rhs_evaluations": nfe,

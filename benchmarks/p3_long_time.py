@@ -112,7 +112,7 @@ def run(args, size, dtype_name, precision):
             record["methods"][name] = common.skipped("; ".join(f"t1 = {h}: {r}" for h, r in reasons.items()))
     for name, entry in record["methods"].items():
         steps = {p["setting"]["t1"]: p for p in entry.get("points", [])}
-        if 1e6 in steps and 1e4 in steps and steps[1e4].get("steps"):
+        if 1e6 in steps and 1e4 in steps and steps[1e4].get("steps") and steps[1e6].get("steps"):
             hi, lo = steps[1e6], steps[1e4]
             ratio = hi["steps"] / lo["steps"]
             note = "" if hi.get("result") in (0, [0]) else f"t1 = 1e6 stopped early (result {hi.get('result')})"
