@@ -33,7 +33,19 @@ def test_curve_error_scores_and_flags_early_stops():
         common.curve_error(ref[:, :2], ref)
 
 
-def test_p1_tiny_record(tmp_path, monkeypatch):
+@pytest.fixture
+def restore_jax_config():
+    """The suite sets `jax_default_matmul_precision` (and the suite's dtype) process-wide, as a
+    benchmark run should; later tests in this worker must see the defaults again."""
+    import jax
+
+    saved = {k: getattr(jax.config, k) for k in ("jax_default_matmul_precision", "jax_enable_x64")}
+    yield
+    for k, v in saved.items():
+        jax.config.update(k, v)
+
+
+def test_p1_tiny_record(tmp_path, monkeypatch, restore_jax_config):
     p1 = _load("p1_uniform")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     # GD peers only at the searched η (one point) and one tolerance: the tiny size's plan
