@@ -27,6 +27,8 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 import diffrax
+
+import gflow as gf
 import jax.numpy as jnp
 import numpy as np
 
@@ -87,7 +89,9 @@ def dtypes_of(args) -> list[str]:
 
 def solver_of(name: str):
     solvers = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8,
-               "kvaerno5": diffrax.Kvaerno5, "kvaerno3": diffrax.Kvaerno3}
+               "kvaerno5": diffrax.Kvaerno5, "kvaerno3": diffrax.Kvaerno3,
+               # gflow's stiff paths: matrix-free Kvaerno4 + GMRES on HVPs, and auto-switching
+               "implicit": gf.MatrixFreeImplicit, "auto": gf.AutoSwitch}
     if name.lower() not in solvers:
         raise ValueError(message("--solver", f"be one of {sorted(solvers)}", repr(name)))
     return solvers[name.lower()]()

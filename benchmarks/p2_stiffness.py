@@ -58,6 +58,10 @@ def run(args, size, dtype_name, precision):
     m = record["methods"]
     m["gflow"] = common.method(netbench.run_ode_jax(net, "gflow", dtype, t1, ts, ref, roof, **kw),
                                solver="Tsit5 + PID")
+    (rtol, atol), = TOLERANCES[dtype_name]
+    m["gflow-sweep"] = common.method(netbench.run_sweep(net, dtype, t1, ts, ref, rtol=rtol, atol=atol,
+                                                        max_steps=MAX_STEPS[size]),
+                                     solver="Tsit5 + PID, gf.sweep slot runner (no lockstep)")
     if not args.no_peers:
         m["diffrax-naive"] = common.method(netbench.run_ode_jax(net, "naive", dtype, t1, ts, ref, roof, **kw),
                                            solver="Tsit5 + PID")
@@ -71,6 +75,14 @@ def run(args, size, dtype_name, precision):
                           "run_s": g["run_s"], "steps_vs_c": sorted(zip(net.c.tolist(), g["steps_per_member"]))}
     common.target(record, "lockstep ratio", "record B·max steps / Σ steps", lock / max(ideal, 1), None,
                   "the cost of lockstep vmap over heterogeneous members (1 = no loss)")
+    r = m["gflow-sweep"]["points"][0]
+    record["lockstep"]["member_steps_runner"] = r["member_steps_runner"]
+    ratio = r["member_steps_runner"] / max(r["member_steps_ideal"], 1)
+    common.target(record, "gf.sweep member-steps / ideal", "<= 1.3 (engine issue)", ratio, ratio <= 1.3,
+                  "slot runner: each call costs its slowest slot's steps in every slot; the tail "
+                  "(the stiffest member finishing alone) counts in full")
+    gain = lock / max(r["member_steps_runner"], 1)
+    common.target(record, "plain vmap / gf.sweep member-steps", ">= 2 (engine issue)", gain, gain >= 2.0, "")
     common.speedup_targets(record, "gflow", {"diffrax-naive": 1.0, "torchdiffeq": 3.0, "torch-gd": 20.0})
     return record
 

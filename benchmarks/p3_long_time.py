@@ -4,8 +4,10 @@ and a TwoLayer with >= 1e4 parameters (d = 100, width 100): steps and time per h
 An explicit solver (Tsit5, the default) near a minimum is limited by stability (h ≲ 3/λ_max of
 the Hessian), so its steps grow ∝ t1 and the 1e6 horizon hits `max_steps`: the record keeps the
 result code and the steps taken (capped so the CPU run stays bounded). `--solver NAME` picks the
-gflow solver (passed as `solver=` to gf.solve_flow); the dense-Jacobian stiff peer
-`diffrax.Kvaerno5()` always runs too at the small net's size. GD runs only where t1/η fits the cap.
+gflow solver (passed as `solver=` to gf.solve_flow); gflow's stiff paths `implicit`
+(`gf.MatrixFreeImplicit`: Kvaerno4 + GMRES on Hessian-vector products) and `auto`
+(`gf.AutoSwitch`) always run too, on both nets, and the dense-Jacobian stiff peer
+`diffrax.Kvaerno5()` on the small net up to t1 = 1e4. GD runs only where t1/η fits the cap.
 Targets: steps(1e6)/steps(1e4) per method (recorded).
 """
 
@@ -59,8 +61,11 @@ def run(args, size, dtype_name, precision):
     roof = common.roofline(dtype, size=size)
     record["roofline"] = roof
     tols = TOLERANCES[dtype_name]
-    methods = {f"gflow[{args.solver}]": [], "gflow[kvaerno5]": [], "diffrax-naive": [], "torchdiffeq": [],
-               f"gflow[{args.solver}] big": []}
+    stiff = {"implicit": common.solver_of("implicit"), "auto": common.solver_of("auto")}
+    stiff.pop(args.solver, None)
+    methods = {f"gflow[{args.solver}]": [], **{f"gflow[{k}]": [] for k in stiff}, "gflow[kvaerno5]": [],
+               "diffrax-naive": [], "torchdiffeq": [], f"gflow[{args.solver}] big": [],
+               **{f"gflow[{k}] big": [] for k in stiff}}
     record["reference"] = {}
     extra = {}
     for t1 in horizons:
@@ -70,14 +75,20 @@ def run(args, size, dtype_name, precision):
         kw = dict(tolerances=tols, max_steps=MAX_STEPS[size], repeats=repeats)
         methods[f"gflow[{args.solver}]"] += with_horizon(
             netbench.run_ode_jax(net, "gflow", dtype, t1, ts, ref, roof, solver=solver, **kw), t1)
-        if args.solver != "kvaerno5":
+        for name, stiff_solver in stiff.items():
+            methods[f"gflow[{name}]"] += with_horizon(
+                netbench.run_ode_jax(net, "gflow", dtype, t1, ts, ref, roof, solver=stiff_solver, **kw), t1)
+        if args.solver != "kvaerno5" and t1 <= 1e4:
+            # the dense-Jacobian stiff peer (each Jacobian ≈ P vector-field evaluations): not run
+            # to 1e6 on a CPU, where it adds minutes and its step count is already flat
             methods["gflow[kvaerno5]"] += with_horizon(
                 netbench.run_ode_jax(net, "gflow", dtype, t1, ts, ref, roof, solver=diffrax.Kvaerno5(), **kw), t1)
         # the >= 1e4-parameter net: gflow only, no reference (its cost would be the reference's)
         big_ref = {"members": 1, "ok": False, "result": [1], "loss": None}
-        methods[f"gflow[{args.solver}] big"] += with_horizon(netbench.run_ode_jax(
-            big, "gflow", dtype, t1, ts, big_ref, roof, solver=solver, tolerances=tols,
-            max_steps=BIG_MAX_STEPS[size], repeats=1), t1)
+        for name, big_solver in {args.solver: solver, **stiff}.items():
+            methods[f"gflow[{name}] big"] += with_horizon(netbench.run_ode_jax(
+                big, "gflow", dtype, t1, ts, big_ref, roof, solver=big_solver, tolerances=tols,
+                max_steps=BIG_MAX_STEPS[size], repeats=1), t1)
         if args.no_peers:
             continue
         methods["diffrax-naive"] += with_horizon(

@@ -22,7 +22,7 @@ PHI = np.array([0.3, 0.8, 0.5, 0.3])
 T1 = 10.0
 SIZES = {
     "tiny": dict(values=256, particles=8, batches=(64, 256), scipy_values=4, reference_values=2),
-    "small": dict(values=10_000, particles=16, batches=(256, 2_500, 10_000), scipy_values=40, reference_values=4),
+    "small": dict(values=10_000, particles=16, batches=(256, 2_500, 10_000), scipy_values=8, reference_values=4),
     "full": dict(values=100_000, particles=64, batches=(1_000, 10_000, 100_000), scipy_values=40,
                  reference_values=8),
 }

@@ -73,6 +73,9 @@ def parse_grid(grid: Mapping | None) -> list[tuple[str, dict[str, np.ndarray]]]:
         raise TypeError(message("grid", "be a dict {name: 1-D values} (or {dim: {name: values}})", type(grid).__name__))
     axes, seen = [], set()
     for dim, entry in grid.items():
+        if dim in ("member", "time"):
+            raise ValueError(message(f"grid[{dim!r}]", "use a name other than the result's own dims 'member' and 'time'",
+                                     repr(dim)))
         params = entry if isinstance(entry, Mapping) else {dim: entry}
         if not params:
             raise ValueError(message(f"grid[{dim!r}]", "hold at least one parameter", "an empty table"))
