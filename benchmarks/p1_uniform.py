@@ -1,7 +1,7 @@
 """P1 uniform sweep: B inits of a two-layer tanh net, logistic loss on teacher (sign) labels.
 
-Full (GPU): B = 256, d = 100, width 256, n = 1024, t1 = 100. Small (CPU, < 1 min with peers):
-B = 16, d = 20, width 32, n = 256. Tiny (the smoke test): B = 4, d = 6, width 8, n = 32, t1 = 10.
+Full (GPU): B = 256, d = 100, width 256, n = 1024, t1 = 100. Small (CPU, about a minute with
+peers): B = 16, d = 16, width 32, n = 128, t1 = 30. Tiny (the smoke test): B = 4, d = 6, width 8, n = 32, t1 = 10.
 Methods: gflow, diffrax-naive, torchdiffeq, jax-gd, torch-gd (see netbench.py), each scored
 against the Dopri8 reference on the first members; targets: gflow ≥ 1.0× naive vmap, ≥ 3×
 torchdiffeq, ≥ 20× the PyTorch GD loop at matched accuracy (error ≤ 1e-4), compile ≤ 5 s, and
@@ -16,7 +16,7 @@ import netbench
 
 SIZES = {
     "tiny": dict(members=4, d=6, m=8, n=32, t1=10.0, reference_members=2),
-    "small": dict(members=16, d=20, m=32, n=256, t1=100.0, reference_members=4),
+    "small": dict(members=16, d=16, m=32, n=128, t1=30.0, reference_members=4),
     "full": dict(members=256, d=100, m=256, n=1024, t1=100.0, reference_members=8),
 }
 TOLERANCES = {

@@ -68,6 +68,7 @@ def run(args, size, dtype_name, precision):
                **{f"gflow[{k}] big": [] for k in stiff}}
     record["reference"] = {}
     extra = {}
+    gd_failed_at = None
     for t1 in horizons:
         ts = common.score_times(t1)
         ref = netbench.reference(net, t1, ts, max_steps=REF_MAX_STEPS[size])
@@ -100,8 +101,17 @@ def run(args, size, dtype_name, precision):
         else:
             methods["torchdiffeq"] += with_horizon(tde["points"], t1)
         sub = {"methods": {}}
+        if gd_failed_at is not None:
+            # GD's steps grow ∝ t1 at a learning rate that cannot exceed its stability limit: a
+            # horizon that already needed more than the cap rules out every longer one.
+            why = f"not searched: at t1 = {gd_failed_at:g} GD already needed more than {MAX_STEPS[size]} steps"
+            for name in ("jax-gd", "torch-gd"):
+                extra.setdefault(f"{name}-skipped", {})[f"{t1:g}"] = why
+            continue
         netbench.gd_methods(sub, net, dtype, t1, ts, ref, roof, lr0=LR0, repeats=repeats, no_peers=args.no_peers,
                             max_steps=MAX_STEPS[size], spread=False)
+        if all(entry["status"] != "ok" for entry in sub["methods"].values()):
+            gd_failed_at = t1
         for name, entry in sub["methods"].items():
             if entry["status"] == "ok":
                 methods.setdefault(name, []).extend(with_horizon(entry["points"], t1))
