@@ -34,33 +34,19 @@ from ._flow.solve import (
     member_tolerances,
     step_tolerances,
 )
+from ._flow.controllers import AbstractWrappedController
 from ._flow.solvers import AutoSwitch, resolve_solver
 from ._validate import message
 
 _MAX_STEPS = int(diffrax.RESULTS.max_steps_reached._value)
 
 
-class _ResumableController(diffrax.AbstractAdaptiveStepSizeController):
+class _ResumableController(AbstractWrappedController):
     """A step-size controller whose state also carries the next step size, so a solve stopped
     after a step budget can be continued with `dt0 = state[1]` and the same controller state
     (diffrax does not return its proposed next step otherwise)."""
 
     inner: diffrax.AbstractAdaptiveStepSizeController
-
-    @property
-    def rtol(self):
-        return self.inner.rtol
-
-    @property
-    def atol(self):
-        return self.inner.atol
-
-    @property
-    def norm(self):
-        return self.inner.norm
-
-    def wrap(self, direction):
-        return _ResumableController(self.inner.wrap(direction))
 
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
         tnext, state = self.inner.init(terms, t0, t1, y0, dt0, args, func, error_order)

@@ -23,6 +23,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .controllers import AbstractWrappedController
+
 DIVERGED_MESSAGE = (
     "The gradient flow diverged: its state or vector field became non-finite, or the step size "
     "collapsed below the floating-point spacing of t (the parameters blow up in finite time, "
@@ -40,25 +42,10 @@ def diverged(result) -> jax.Array:
     return (result == diffrax.RESULTS.nonfinite) | (result == diffrax.RESULTS.dt_min_reached)
 
 
-class DivergenceGuard(diffrax.AbstractAdaptiveStepSizeController):
+class DivergenceGuard(AbstractWrappedController):
     """Wraps an adaptive controller (the PID); see the module docstring for when it stops."""
 
     inner: diffrax.AbstractAdaptiveStepSizeController
-
-    @property
-    def rtol(self):
-        return self.inner.rtol
-
-    @property
-    def atol(self):
-        return self.inner.atol
-
-    @property
-    def norm(self):
-        return self.inner.norm
-
-    def wrap(self, direction):
-        return eqx.tree_at(lambda s: s.inner, self, self.inner.wrap(direction))
 
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
         tnext, inner = self.inner.init(terms, t0, t1, y0, dt0, args, func, error_order)

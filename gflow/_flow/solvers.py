@@ -25,6 +25,7 @@ import lineax as lx
 import optimistix as optx
 
 from .._validate import message
+from .controllers import AbstractWrappedController
 
 _KVAERNO = {3: diffrax.Kvaerno3, 4: diffrax.Kvaerno4, 5: diffrax.Kvaerno5}
 
@@ -204,7 +205,7 @@ class _MonitorState(eqx.Module):
     count: jax.Array
 
 
-class StiffnessMonitor(diffrax.AbstractAdaptiveStepSizeController):
+class StiffnessMonitor(AbstractWrappedController):
     """Wraps an adaptive controller; ends the solve once the explicit step is stiffness-limited.
 
     Each step does one power-iteration step u ← Ju/‖Ju‖ on the vector field's Jacobian J at the
@@ -218,21 +219,6 @@ class StiffnessMonitor(diffrax.AbstractAdaptiveStepSizeController):
     vector_field: Callable
     limit: float
     patience: int = eqx.field(static=True)
-
-    @property
-    def rtol(self):
-        return self.inner.rtol
-
-    @property
-    def atol(self):
-        return self.inner.atol
-
-    @property
-    def norm(self):
-        return self.inner.norm
-
-    def wrap(self, direction):
-        return eqx.tree_at(lambda s: s.inner, self, self.inner.wrap(direction))
 
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
         tnext, inner = self.inner.init(terms, t0, t1, y0, dt0, args, func, error_order)
