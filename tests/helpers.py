@@ -87,3 +87,18 @@ def run_notebook(path, **env) -> dict:
             else:
                 os.environ[k] = v
     return namespace
+
+
+def with_changes(table: dict, **changes) -> dict:
+    """`table` with nested `section__key = value` changes applied in place (None deletes the key;
+    a dict value replaces a whole table); returns it."""
+    for path, value in changes.items():
+        *head, last = path.split("__")
+        t = table
+        for part in head:
+            t = t[part]
+        if value is None:
+            del t[last]
+        else:
+            t[last] = value
+    return table

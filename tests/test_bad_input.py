@@ -23,6 +23,8 @@ from gflow._flow.divergence import DIVERGED_MESSAGE
 from gflow._theory import pellegrini_biroli as pb
 from gflow._theory.tachet import TwoLayerModes
 
+from helpers import with_changes
+
 KEY = jr.PRNGKey(0)
 X = jr.normal(jr.PRNGKey(1), (6, 4))
 Y1 = jnp.sin(X[:, 0])
@@ -114,17 +116,7 @@ WHITENED = {"name": "whitened_regression", "singular_values": [1.0], "d_in": 2, 
 
 def _table(**changes):
     """BASE with `section__key = value` changes (None deletes; a dict value replaces a table)."""
-    table = copy.deepcopy(BASE)
-    for path, value in changes.items():
-        *head, last = path.split("__")
-        t = table
-        for h in head:
-            t = t[h]
-        if value is None:
-            del t[last]
-        else:
-            t[last] = value
-    return table
+    return with_changes(copy.deepcopy(BASE), **changes)
 
 
 TOML_ROWS = [

@@ -11,23 +11,13 @@ import pytest
 import gflow as gf
 from gflow._config import ConfigError, parse_config
 
-from helpers import REPO
+from helpers import REPO, with_changes
 
 EXAMPLE = REPO / "examples" / "two_layer_sweep.toml"
 
 
 def _table(**changes):
-    table = tomllib.loads(EXAMPLE.read_text())
-    for path, value in changes.items():
-        *head, last = path.split("__")
-        t = table
-        for h in head:
-            t = t[h]
-        if value is None:
-            del t[last]
-        else:
-            t[last] = value
-    return table
+    return with_changes(tomllib.loads(EXAMPLE.read_text()), **changes)
 
 
 def test_example_config_builds_flows_that_jit_and_vmap():
