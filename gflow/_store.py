@@ -54,6 +54,9 @@ import numpy as np
 
 from ._validate import message
 
+#: Serialises the warning-filter swap around zarr's consolidate_metadata (see `_create`).
+_WARNINGS_LOCK = threading.Lock()
+
 FORMAT = "gflow-sweep/2"
 MANIFEST = "gflow_sweep.json"
 _REQUIRED = ("config_hash", "config", "n_runs", "chunk_size", "n_members", "grid_dims", "grid_shape",
@@ -418,7 +421,10 @@ class ZarrStore:
             group.attrs.update(spec["attrs"])
             import zarr
 
-            with warnings.catch_warnings():  # "consolidated metadata is not in the v3 spec yet"
+            # "consolidated metadata is not in the v3 spec yet". `catch_warnings` swaps the
+            # process-wide filters, so two threads creating stores at once must not interleave
+            # (one would restore the filters while the other's warning is in flight).
+            with _WARNINGS_LOCK, warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 zarr.consolidate_metadata(str(tmp / "data.zarr"), zarr_format=3)
             (tmp / "done").mkdir()
