@@ -88,7 +88,7 @@ def _run(args):
     import numpy as np
 
     from ._flow import solve_flow
-    from ._theory import compare
+    from ._theory.base import compare
 
     config = _load(args.config)
     s, v = config.raw["solve"], config.raw["sweep"]

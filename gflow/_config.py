@@ -36,7 +36,8 @@ from ._losses import LOSSES
 from ._models import MLP, DeepLinear, TwoLayer
 from ._models.base import ACTIVATIONS
 from ._models.two_layer import SCALINGS
-from ._theory import DeepLinearModes, LinearizedMSE
+from .saxe import DeepLinearModes
+from .ntk import LinearizedMSE
 from ._validate import message
 
 

@@ -290,7 +290,7 @@ def config_hash(spec: Mapping) -> str:
 
 
 def _versions() -> dict[str, str]:
-    from . import __version__
+    from ._version import __version__
 
     precision = jax.config.jax_default_matmul_precision
     return {

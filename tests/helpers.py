@@ -102,3 +102,75 @@ def with_changes(table: dict, **changes) -> dict:
         else:
             t[last] = value
     return table
+
+
+# --- The shared theory table (as optax tests every optimizer from one table) -----------------
+# Each row is one theory on one tiny problem; tests/test_theories.py puts every row through the
+# same five checks: agreement with the simulation, exactness at t = 0, plain/jit/vmap/jit∘vmap,
+# the negative control, and the regime errors. Rows live in tests/cases_<paper>.py, one file per
+# paper, and are collected here. Adding a theory is adding a row.
+
+import dataclasses
+from collections.abc import Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class TheoryCase:
+    """One row of THEORY_CASES.
+
+    - `make_flow() -> GradientFlow`: the tiny float64 problem (called once per test process).
+    - `theory`: the theory class; seeded by `theory.from_flow(flow, **options)`.
+    - `t1`, `ts`: horizon and save grid (flow clock); `ts` defaults to 0 ∪ a log grid to t1.
+    - `tolerance`: the bound on `compare(...)` for every observable; the row's comment derives it
+      from the integrator's rtol (or from the theory's own accuracy when it is asymptotic).
+    - `observables`: names compared (default: all the theory names in `theory.observables`).
+    - `perturb(flow) -> flow`: the negative control, a flow whose start differs; the theory seeded
+      from it must miss the original simulation by more than `control_factor × tolerance`.
+    - `regime_errors`: ((make_bad_flow, options, regex), …): flows `from_flow` must refuse with an
+      error whose message matches `regex`.
+    - `solve_options` / `compare_options` / `evaluate_options`: passed to solve_flow / compare /
+      evaluate.
+    """
+
+    name: str
+    make_flow: Callable
+    theory: type
+    t1: float
+    tolerance: float
+    perturb: Callable
+    regime_errors: tuple = ()
+    options: dict = dataclasses.field(default_factory=dict)
+    observables: tuple | None = None
+    ts: Callable | None = None
+    control_factor: float = 10.0
+    t0_tolerance: float = 1e-10
+    solve_options: dict = dataclasses.field(
+        default_factory=lambda: {"rtol": SOLVER_RTOL, "atol": SOLVER_ATOL})
+    compare_options: dict = dataclasses.field(default_factory=dict)
+    evaluate_options: dict = dataclasses.field(default_factory=dict)
+
+    def times(self):
+        if self.ts is not None:
+            return jnp.asarray(self.ts())
+        return jnp.concatenate([jnp.zeros(1), jnp.logspace(-3, 0, 40) * self.t1])
+
+    def __repr__(self):  # pytest ids
+        return self.name
+
+
+def _collect_cases():
+    import importlib
+
+    cases = []
+    for paper in ("saxe", "ntk", "tachet", "pellegrini_biroli", "bmz", "central_flow"):
+        try:
+            module = importlib.import_module(f"cases_{paper}")
+        except ModuleNotFoundError as e:
+            if e.name != f"cases_{paper}":
+                raise
+            continue
+        cases.extend(module.CASES)
+    return tuple(cases)
+
+
+THEORY_CASES: tuple = _collect_cases()

@@ -1,29 +1,3 @@
-from .base import AbstractReducedODE as AbstractReducedODE
-from .base import AbstractTheory as AbstractTheory
-from .base import compare as compare
-from .base import relative_error as relative_error
-from .ntk import LinearizedMSE as LinearizedMSE
-from .ntk import empirical_ntk as empirical_ntk
-from .saxe import DeepLinearModes as DeepLinearModes
-from .bmz import SingleIndexMeanField as SingleIndexMeanField
-from .bmz import fit_time_scale as fit_time_scale
-from .pellegrini_biroli import MeanFieldHinge as MeanFieldHinge
-from .pellegrini_biroli import MeanFieldHingeFiniteP as MeanFieldHingeFiniteP
-from .pellegrini_biroli import LinearMeanFieldMoments as LinearMeanFieldMoments
-from .pellegrini_biroli import WidthSweep as WidthSweep
-from .pellegrini_biroli import finite_width_sweep as finite_width_sweep
-from .pellegrini_biroli import mean_field_time_scale as mean_field_time_scale
-from .pellegrini_biroli import mean_field_hinge_flow as mean_field_hinge_flow
-from .pellegrini_biroli import hinge_with_margin as hinge_with_margin
-from .tachet import BalancedCEMargins as BalancedCEMargins
-from .tachet import TwoLayerModes as TwoLayerModes
-from .tachet import TwoLayerModesCE as TwoLayerModesCE
-from .tachet import clock_delay as clock_delay
-from .tachet import crossing_time as crossing_time
-from .tachet import death_time as death_time
-from .tachet import ensemble_error as ensemble_error
-from .tachet import phase_region as phase_region
-from .tachet import LinearCEMargins as LinearCEMargins
-from .tachet import FrequencyStarvation as FrequencyStarvation
-from .tachet import ChainModes as ChainModes
-from .tachet import SoftmaxModes as SoftmaxModes
+"""The theory layer: `base.py` (AbstractTheory, AbstractReducedODE, compare), `_regime.py` (the
+shared regime checks), one module or folder per paper. The public names are re-exported by the
+paper namespaces (`gflow.saxe`, `gflow.tachet`, …)."""

@@ -13,25 +13,63 @@ from .._validate import check_float_array, message
 
 
 class AbstractTheory(eqx.Module):
-    """A theory of a gradient flow, on the flow's clock.
+    """A theory of a gradient flow, evaluated on the flow's clock.
 
-    `evaluate(ts)` returns {name: array (T, …)} under the same names as the simulation's
-    observables, so `compare(theory, solution)` pairs them. Concrete theories are final Modules:
-    what they precompute (eigenvalues, initial mode strengths) are fields, so a theory is a
-    pytree and works under `jit`/`vmap`. `from_flow(flow)` seeds one from the network at t = 0.
+    Every theory has the same shape:
+
+    - `from_flow(flow, **options)` (classmethod) seeds it from the simulated network at t = 0,
+      refusing by name a flow outside its regime (`gflow._theory._regime.check_flow`).
+    - `time_scale`: the factor that turns the flow's time t into the theory's own time
+      τ = time_scale · t (written once here: subclasses never rescale `ts` themselves).
+    - `observables` (class attribute): the simulation observables that pair with the
+      prediction, as names or a {name: callable (t, params, flow)} dict, so that
+      `compare(Theory.from_flow(flow), solve_flow(flow, t1, observables=Theory.observables))`
+      works as is.
+    - `observables_at(tau, **solver_options)` (abstract): the predicted observables at theory
+      times τ, {name: array (T, …)}.
+    - `evaluate(ts, **solver_options)`: the prediction at flow times `ts` (T,), compiled once
+      per shape (a theory is a pytree, so same-shaped theories reuse the compiled evaluation,
+      and `jit`/`vmap` work).
+
+    Concrete theories are final Modules; what they precompute (eigenvalues, initial mode
+    strengths) are fields.
     """
 
+    time_scale: eqx.AbstractVar[Float[Array, ""] | float]
+    observables: eqx.AbstractClassVar[tuple[str, ...] | dict[str, Callable]]
+
+    @classmethod
     @abc.abstractmethod
-    def evaluate(self, ts: Times) -> Observables:
+    def from_flow(cls, flow, **options) -> "AbstractTheory":
+        """Seed the theory from `flow` (a `GradientFlow`) at t = 0."""
         raise NotImplementedError
+
+    @abc.abstractmethod
+    def observables_at(self, tau: Times, **solver_options) -> Observables:
+        """Predicted observables at theory times `tau` (T,) = time_scale · t."""
+        raise NotImplementedError
+
+    def evaluate(self, ts: Times, **solver_options) -> Observables:
+        """Predicted observables {name: (T, …)} at flow times `ts` (T,), the flow's clock."""
+        ts = check_float_array("ts", ts, ndim=1)
+        return _evaluate(self, ts, solver_options)
+
+
+@eqx.filter_jit
+def _evaluate(theory: AbstractTheory, ts, solver_options) -> Observables:
+    # One compiled evaluation per (theory structure, shapes, static options).
+    tau = jnp.asarray(theory.time_scale, ts.dtype) * ts
+    return theory.observables_at(tau, **solver_options)
 
 
 class AbstractReducedODE(AbstractTheory):
-    """A theory given as a low-dimensional ODE dz/dt = F(t, z), solved by gflow's integrator.
+    """A theory given as a low-dimensional ODE dz/dτ = F(τ, z) on the theory's own clock τ,
+    solved by gflow's integrator.
 
-    Subclasses give `initial_state()`, `vector_field(t, z, args)` and
-    `observables(t, z) -> {name: value}`; `solve(t1, ...)` returns a `FlowSolution` and
-    `evaluate(ts)` its observables on `ts` (which must start at the theory's t0 = 0).
+    Subclasses give `initial_state()`, `vector_field(tau, z, args)` and
+    `readout(tau, z) -> {name: value}`; `solve(t1, ts=…)` integrates from t = 0 to `t1` (flow
+    clock) and returns a `FlowSolution` whose `ts` are on the flow's clock; `evaluate(ts)` gives
+    the readout on `ts` (which must start at t = 0).
     """
 
     @abc.abstractmethod
@@ -39,34 +77,33 @@ class AbstractReducedODE(AbstractTheory):
         raise NotImplementedError
 
     @abc.abstractmethod
-    def vector_field(self, t, state, args) -> PyTree:
+    def vector_field(self, tau, state, args) -> PyTree:
         raise NotImplementedError
 
     @abc.abstractmethod
-    def observables(self, t, state) -> Observables:
+    def readout(self, tau, state) -> Observables:
         raise NotImplementedError
 
-    def _save_observables(self, t, state, args):
+    def _save_readout(self, tau, state, args):
         # A bound method of the Module (a pytree with a static function): repeated solves of
         # same-shaped theories reuse diffrax's compiled solve instead of recompiling per call.
-        return self.observables(t, state)
+        return self.readout(tau, state)
+
+    def solve_on_clock(self, tau1, *, taus: Times | None = None, **kwargs) -> FlowSolution:
+        """Integrate the reduced ODE from τ = 0 to `tau1` (theory clock; kwargs as in
+        `solve_flow`)."""
+        return integrate(self.vector_field, self.initial_state(), None, 0.0, tau1, ts=taus,
+                         save=self._save_readout, **kwargs)
 
     def solve(self, t1, *, ts: Times | None = None, **kwargs) -> FlowSolution:
-        """Integrate the reduced ODE from 0 to `t1` (kwargs as in `solve_flow`)."""
-        return integrate(
-            self.vector_field,
-            self.initial_state(),
-            None,
-            0.0,
-            t1,
-            ts=ts,
-            save=self._save_observables,
-            **kwargs,
-        )
+        """Integrate from t = 0 to `t1` on the flow's clock; the solution's `ts` are flow times."""
+        kappa = jnp.asarray(self.time_scale)
+        taus = None if ts is None else kappa * jnp.asarray(ts)
+        sol = self.solve_on_clock(kappa * t1, taus=taus, **kwargs)
+        return eqx.tree_at(lambda s: (s.ts, s.t_final), sol, (sol.ts / kappa, sol.t_final / kappa))
 
-    def evaluate(self, ts: Times, **kwargs) -> Observables:
-        ts = jnp.asarray(ts)
-        return self.solve(ts[-1], ts=ts, **kwargs).observables
+    def observables_at(self, tau: Times, **solver_options) -> Observables:
+        return self.solve_on_clock(tau[-1], taus=tau, **solver_options).observables
 
 
 SCALES = ("pointwise", "curve")

@@ -1,0 +1,7 @@
+"""Saxe, McClelland & Ganguli 2013 (arXiv:1312.6120): exact mode dynamics of deep linear networks."""
+
+from ._theory.saxe import DeepLinearModes as DeepLinearModes
+
+__all__ = [
+    "DeepLinearModes",
+]
