@@ -12,10 +12,11 @@ from pathlib import Path
 from ._validate import message
 
 _FIGURE_MODULES = (
-    "gflow._figures.saxe",
-    "gflow._figures.pellegrini_biroli",
-    "gflow._figures.bmz",
-    "gflow._figures.tachet",
+    "gflow._theory.saxe.figures",
+    "gflow._theory.pellegrini_biroli.figures",
+    "gflow._theory.bmz.figures",
+    "gflow._theory.tachet.figures",
+    "gflow._figures.gd_vs_flow",
 )
 
 
