@@ -164,4 +164,11 @@ def compare(
     missing = [n for n in common if n not in predicted or n not in solution.observables]
     if missing:
         raise ValueError(message("names", "name observables both the theory and the solution have", missing))
-    return {n: relative_error(solution.observables[n], predicted[n], floor, scale) for n in common}
+    simulated = {n: solution.observables[n] for n in common}
+    return _relative_errors(simulated, {n: predicted[n] for n in common}, floor, scale)
+
+
+@eqx.filter_jit
+def _relative_errors(simulated, predicted, floor, scale):
+    # One compile per (names, shapes): repeated compares of same-shaped problems never re-trace.
+    return {n: relative_error(simulated[n], predicted[n], floor, scale) for n in simulated}
