@@ -9,6 +9,7 @@ from jaxtyping import Array, Float
 
 from .._data.base import Dataset, input_output_modes
 from .._validate import message
+from .sharpness import sharpness
 
 
 def loss(t, params, flow) -> Float[Array, ""]:
@@ -97,6 +98,7 @@ OBSERVABLES: dict[str, Callable] = {
     "classification_error": classification_error,
     "mode_strengths": mode_strengths,
     "mode_projection": mode_projection,
+    "sharpness": sharpness,
 }
 
 
