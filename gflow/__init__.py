@@ -39,11 +39,11 @@ from ._models import DeepLinear as DeepLinear
 from ._models import LinearizedModel as LinearizedModel
 from ._models import TwoLayer as TwoLayer
 from ._plotting import plot_overlay as plot_overlay
-from ._store import SweepStoreError as SweepStoreError
+from ._sweep import SweepStoreError as SweepStoreError
 from ._sweep import SweepError as SweepError
 from ._sweep import SweepWarning as SweepWarning
 from ._sweep import load_sweep as load_sweep
-from ._sweep import plot_sweep as plot_sweep
+from ._plotting import plot_sweep as plot_sweep
 from ._sweep import sweep as sweep
 from ._theory.base import AbstractReducedODE as AbstractReducedODE
 from ._theory.base import AbstractTheory as AbstractTheory
@@ -51,12 +51,21 @@ from ._theory.base import compare as compare
 from ._theory.base import relative_error as relative_error
 from ._version import __version__ as __version__
 
-# The papers, one public namespace each (imported after the core names they build on).
-from . import bmz as bmz  # noqa: E402
-from . import ntk as ntk  # noqa: E402
-from . import pellegrini_biroli as pellegrini_biroli  # noqa: E402
-from . import saxe as saxe  # noqa: E402
-from . import tachet as tachet  # noqa: E402
+# The papers, one public namespace each, imported on first use (`gflow.tachet.…`): a user of
+# one paper never pays the import of the others.
+_NAMESPACES = ("saxe", "ntk", "tachet", "pellegrini_biroli", "bmz")
+
+
+def __getattr__(name: str):
+    if name in _NAMESPACES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'gflow' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_NAMESPACES))
 
 __all__ = [
     # models and losses

@@ -119,7 +119,7 @@ def _run(args):
 def _sweep(args):
     import warnings
 
-    from ._store import SweepStoreError
+    from ._sweep import SweepStoreError
     from ._sweep import SweepWarning, sweep
 
     if args.coordinator:
@@ -169,8 +169,9 @@ def _worker(text: str) -> tuple[int, int]:
 
 
 def _plot(args):
-    from ._store import SweepStoreError, read_manifest
-    from ._sweep import plot_sweep
+    from ._sweep import SweepStoreError
+    from ._sweep.store import read_manifest
+    from ._plotting import plot_sweep
 
     try:
         read_manifest(args.dir, name="DIR")  # errors name the command-line argument

@@ -38,6 +38,7 @@ from ._models.base import ACTIVATIONS
 from ._models.two_layer import SCALINGS
 from .saxe import DeepLinearModes
 from .ntk import LinearizedMSE
+from ._sweep.grid import grid_axes
 from ._validate import message
 
 
@@ -331,31 +332,27 @@ class Config:
         )
 
 
+def _check_grid_values(where: str, name: str, values: Any) -> list[float]:
+    if name not in SWEEPABLE:
+        raise ConfigError(message(where, f"name a sweepable parameter: one of {sorted(SWEEPABLE)}", repr(name)))
+    if not _type_ok("list[float]", values) or not values:
+        raise ConfigError(message(where, "have type list[float] (non-empty)", _got(values)))
+    if not all(math.isfinite(v) for v in values):
+        raise ConfigError(message(where, "hold finite numbers", repr(values)))
+    if name in _INTEGER_GRID and not all(float(v).is_integer() and v >= 1 for v in values):
+        raise ConfigError(message(where, "hold integers ≥ 1", _got(values)))
+    problem = _GRID_KEYS[name].problem(values)
+    if problem is not None:
+        raise ConfigError(message(where, problem, repr(values)))
+    return [float(x) for x in values]
+
+
 def _check_grid(grid: Any) -> dict:
     if not isinstance(grid, Mapping):
         raise ConfigError(message("grid", "be a table", _got(grid)))
-    out = {}
-    for dim, entry in grid.items():
-        params = entry if isinstance(entry, Mapping) else {dim: entry}
-        lengths = {}
-        for name, values in params.items():
-            where = f"grid.{dim}" if name == dim else f"grid.{dim}.{name}"
-            if name not in SWEEPABLE:
-                raise ConfigError(message(where, f"name a sweepable parameter: one of {sorted(SWEEPABLE)}", repr(name)))
-            if not _type_ok("list[float]", values) or not values:
-                raise ConfigError(message(where, "have type list[float] (non-empty)", _got(values)))
-            if not all(math.isfinite(v) for v in values):
-                raise ConfigError(message(where, "hold finite numbers", repr(values)))
-            if name in _INTEGER_GRID and not all(float(v).is_integer() and v >= 1 for v in values):
-                raise ConfigError(message(where, "hold integers ≥ 1", _got(values)))
-            problem = _GRID_KEYS[name].problem(values)
-            if problem is not None:
-                raise ConfigError(message(where, problem, repr(values)))
-            lengths[name] = len(values)
-        if len(set(lengths.values())) > 1:
-            raise ConfigError(message(f"grid.{dim}", "hold lists of equal length (they vary together)", lengths))
-        out[dim] = {k: [float(x) for x in v] for k, v in params.items()} if isinstance(entry, Mapping) else [float(x) for x in entry]
-    return out
+    axes = grid_axes(grid, _check_grid_values, error=ConfigError,
+                     where=lambda dim, name: f"grid.{dim}" if name == dim else f"grid.{dim}.{name}")
+    return {dim: (values if isinstance(grid[dim], Mapping) else values[dim]) for dim, values in axes}
 
 
 def _check_sizes(model: dict, data: dict) -> None:

@@ -60,7 +60,7 @@ def test_theory_by_name():
         ({"model__depth": 3}, r"`model.depth` must be one of the known keys"),
         ({"solve__observables": ["loss", "accuracy"]}, r"`solve.observables\[1\]` must name a registered entry.*'accuracy'"),
         ({"grid": {"point": {"init_scale": [0.5, 1.0], "time_scale": [1.0]}}},
-         r"`grid.point` must hold lists of equal length \(they vary together\); got \{'init_scale': 2, 'time_scale': 1\}"),
+         r"`grid.point` must hold values of equal length \(they vary together along one axis\); got \{'init_scale': 2, 'time_scale': 1\}"),
         ({"grid": {"depth": [2.0, 3.0]}}, r"`grid.depth` must name a sweepable parameter: one of \['init_scale', 'n', 'time_scale', 'width'\]"),
         ({"grid": {"width": [4.0, 8.5]}}, r"`grid.width` must hold integers ≥ 1; got \[4.0, 8.5\]"),
         ({"grid": {"size": {"width": [4, 8], "n": [0, 16]}}}, r"`grid.size.n` must hold integers ≥ 1; got \[0, 16\]"),

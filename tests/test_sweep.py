@@ -13,8 +13,9 @@ import pytest
 import xarray as xr
 
 import gflow as gf
-from gflow._sweep import SweepError, SweepWarning, _first_crossing, parse_grid, sweep
-from gflow._store import SweepStoreError
+from gflow import SweepError, SweepWarning, sweep
+from gflow._sweep import first_crossing as _first_crossing, parse_grid
+from gflow import SweepStoreError
 
 D, WIDTH, N = 8, 4, 16
 RTOL, ATOL = 1e-8, 1e-10  # sweep vs single solves: same arithmetic, any tolerance
@@ -91,7 +92,7 @@ def test_first_crossing_interpolates_on_the_grid():
 
 
 def test_bad_sweep_input_is_named():
-    with pytest.raises(ValueError, match=r"`grid\['p'\]` must hold arrays of equal length"):
+    with pytest.raises(ValueError, match=r"`grid\['p'\]` must hold values of equal length"):
         parse_grid({"p": {"a": [1.0, 2.0], "b": [1.0]}})
     with pytest.raises(ValueError, match=r"`grid\['a'\]` must be a non-empty 1-D array"):
         parse_grid({"a": [[1.0, 2.0]]})
