@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast reproduce bench bench-gpu install clean
+.PHONY: demo test test-fast reproduce bench bench-gpu docs install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,16 @@ bench: $(BENCH_STAMP)
 BENCH_OUT ?= bench_gpu_out
 bench-gpu: $(BENCH_STAMP)
 	$(PY) -m gflow bench all --full --peers --out $(BENCH_OUT)
+
+# The documentation site (mkdocs + mkdocstrings, from the docstrings): never needed by `make test`.
+# --strict: any warning (a broken link, an unresolvable name in __all__) fails the build.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(PY) -m mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) reproduce_out demo_*.png

@@ -268,6 +268,7 @@ class Config:
 
     @property
     def model(self) -> dict:
+        """The `[model]` table, with defaults filled in."""
         return self.raw["model"]
 
     def grid_values(self) -> dict[str, list[float]]:
@@ -310,9 +311,11 @@ class Config:
         return make_flow
 
     def grid(self) -> dict:
+        """The `[grid]` table: {axis: values} or {axis: {parameter: values}} for joint axes."""
         return self.raw["grid"]
 
     def theory(self, flow: GradientFlow):
+        """The `[theory]` named in the config, seeded from `flow`; None if the config names none."""
         if "theory" not in self.raw:
             return None
         c = self.raw["theory"]

@@ -1,3 +1,6 @@
+"""Datasets: `Dataset(x, y)` (a finite sample), the `AbstractDataset` interface, input–output
+modes."""
+
 import abc
 from collections.abc import Callable
 
@@ -31,6 +34,8 @@ class AbstractDataset(eqx.Module):
 
     @abc.abstractmethod
     def mean_loss(self, model: Callable, loss: Callable) -> Float[Array, ""]:
+        """L = E_μ ℓ(model(x_μ), y_μ), a scalar: the mean over the samples, or the population
+        expectation. `model` acts on one example; `loss(prediction, target)` is per example."""
         raise NotImplementedError
 
 
@@ -130,9 +135,12 @@ class Dataset(AbstractDataset):
 
     @property
     def d(self) -> int:
+        """d, the input dimension (the columns of `x`)."""
         return self.x.shape[-1]
 
     def mean_loss(self, model: Callable, loss: Callable) -> Float[Array, ""]:
+        """L = (1/n) Σ_μ ℓ(model(x_μ), y_μ), a scalar; the mean runs over the samples that count
+        (`sample_mask`)."""
         predictions = jax.vmap(model)(self.x)
         return self.sample_mean(jax.vmap(loss)(predictions, self.y))
 

@@ -1,3 +1,6 @@
+"""Generic data generators: `whitened_regression` (exact moments, a chosen input–output SVD) and
+`teacher_student`."""
+
 from collections.abc import Callable, Sequence
 
 import jax

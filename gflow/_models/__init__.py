@@ -1,3 +1,5 @@
+"""Models: equinox Modules on one example whose inexact-array fields are the parameters."""
+
 from .base import ACTIVATIONS as ACTIVATIONS
 from .base import AbstractModel as AbstractModel
 from .linear import DeepLinear as DeepLinear

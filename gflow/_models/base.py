@@ -1,3 +1,5 @@
+"""`AbstractModel`, the interface every gflow model follows, and the registry of activations."""
+
 import abc
 
 import equinox as eqx
@@ -41,6 +43,7 @@ class AbstractModel(eqx.Module):
 
 
 def identity(x):
+    """The linear activation σ(x) = x (registered as "linear" and "identity")."""
     return x
 
 

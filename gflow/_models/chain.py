@@ -1,3 +1,5 @@
+"""`ReLUChain`: the bias-free depth-L ReLU chain of Tachet des Combes et al. 2018 (arXiv:1809.06848)."""
+
 from collections.abc import Sequence
 
 import jax
@@ -35,10 +37,12 @@ class ReLUChain(AbstractModel):
 
     @property
     def depth(self) -> int:
+        """L, the number of weight layers (the hidden matrices W_1 … W_{L−1} plus the readout v)."""
         return 1 if self.weights is None else len(self.weights) + 1
 
     @property
     def input_size(self) -> int:
+        """d, the size of one input example x."""
         return self.v.shape[-1] if self.weights is None else self.weights[0].shape[-1]
 
     def __call__(self, x: Float[Array, " d"]) -> Float[Array, " 1"]:

@@ -1,3 +1,5 @@
+"""`DeepLinear`: the deep linear network f(x) = W_D ⋯ W_1 x of Saxe, McClelland & Ganguli 2013."""
+
 import math
 from collections.abc import Sequence
 
@@ -99,6 +101,7 @@ class DeepLinear(AbstractModel):
 
     @property
     def input_size(self) -> int:
+        """d, the size of one input example x (the columns of W_1)."""
         return self.weights[0].shape[-1]
 
     def end_to_end(self) -> Float[Array, "k d"]:

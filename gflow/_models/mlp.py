@@ -1,3 +1,5 @@
+"""`MLP`: a fully connected network on one example."""
+
 import math
 from collections.abc import Callable, Sequence
 
@@ -42,6 +44,7 @@ class MLP(AbstractModel):
 
     @property
     def input_size(self) -> int:
+        """d, the size of one input example x (the columns of the first weight matrix)."""
         return self.weights[0].shape[-1]
 
     def __call__(self, x: Float[Array, " d"]) -> Float[Array, " k"]:

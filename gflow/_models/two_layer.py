@@ -1,3 +1,5 @@
+"""`TwoLayer`: a one-hidden-layer network with standard, NTK or mean-field scaling."""
+
 import math
 from collections.abc import Callable
 
@@ -123,6 +125,7 @@ class TwoLayer(AbstractModel):
         return jnp.arange(self.width, dtype=self.active_width.dtype) < self.active_width
 
     def active_fraction(self) -> Float[Array, ""] | None:
+        """m'/m, the fraction of real units (`active_width`/`width`); None when nothing is padded."""
         # Every trainable array of a TwoLayer is per unit: the real fraction is m'/m.
         return None if self.active_width is None else self.active_width / self.width
 
@@ -140,10 +143,12 @@ class TwoLayer(AbstractModel):
 
     @property
     def d(self) -> int:
+        """d, the input dimension (the columns of `w`)."""
         return self.w.shape[-1]
 
     @property
     def input_size(self) -> int:
+        """d, the size of one input example x (the same as `d`)."""
         return self.d
 
     def preactivations(self, x: Float[Array, " d"]) -> Float[Array, " m"]:
@@ -177,6 +182,7 @@ class TwoLayer(AbstractModel):
         return self.output_scale * (self.a @ hidden)
 
     def trainable(self) -> PyTree[bool]:
+        """Filter spec for `eqx.partition`: `w` (and `b`) if `train_first`, `a` if `train_second`."""
         spec = jax.tree_util.tree_map(lambda _: False, self)
         return eqx.tree_at(
             lambda m: (m.w, m.a, m.b),
