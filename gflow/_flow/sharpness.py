@@ -37,8 +37,10 @@ DEFAULT_ITERATIONS = 48
 def _check_flow(flow, name: str) -> None:
     if getattr(flow, "rates", None) is not None:
         raise ValueError(message(
-            "flow.rates", f"be None for {name} (the sharpness is λ_max of ∇²L for one rate)", "per-parameter rates",
-            "Drop `rates=` from the GradientFlow; with rates r the stability matrix is diag(r)^½ ∇²L diag(r)^½."))
+            "flow.rates", f"be None for {name} (the sharpness is λ_max of ∇²L for one rate)",
+            "per-parameter rates",
+            "Drop `rates=` from the GradientFlow; with rates r the stability matrix is "
+            "diag(r)^½ ∇²L diag(r)^½."))
 
 
 def hessian_vector_product(flow, params: Params, v: Params) -> Params:
@@ -81,7 +83,8 @@ def _lanczos(matvec, v0: Float[Array, " P"], m: int):
         beta = jnp.where(broke, 0.0, beta)
         return (Q, q_next, beta, q, scale), (alpha, beta)
 
-    init = (jnp.zeros((m, P), dtype), q0, jnp.zeros((), dtype), jnp.zeros_like(q0), jnp.zeros((), dtype))
+    zero = jnp.zeros((), dtype)
+    init = (jnp.zeros((m, P), dtype), q0, zero, jnp.zeros_like(q0), zero)
     (Q, *_), (alphas, betas) = jax.lax.scan(step, init, jnp.arange(m))
     T = jnp.diag(alphas) + jnp.diag(betas[:-1], 1) + jnp.diag(betas[:-1], -1)
     evals, evecs = jnp.linalg.eigh(T)
@@ -117,9 +120,17 @@ def top_hessian_eigenpair(
     else:
         start, _ = ravel_pytree(v0)
         if start.shape != flat.shape:
-            raise ValueError(message("v0", f"have the structure and sizes of `params` ({P} entries)",
+            raise ValueError(message("v0", f"have the sizes of `params` ({P} entries)",
                                      f"{start.shape[0]} entries"))
         start = start.astype(flat.dtype)
+
+    return _eigenpair(flow, params, start, m)
+
+
+@eqx.filter_jit
+def _eigenpair(flow, params, start, m: int):
+    # compiled once per (flow structure, shapes, m): a plain call does not re-trace the scan
+    _, unravel = ravel_pytree(params)
 
     def matvec(x):
         return ravel_pytree(hessian_vector_product(flow, params, unravel(x)))[0]
@@ -128,7 +139,9 @@ def top_hessian_eigenpair(
     return lam, unravel(u)
 
 
-def sharpness(t, params: Params, flow, *, num_iterations: int = DEFAULT_ITERATIONS) -> Float[Array, ""]:
+def sharpness(
+    t, params: Params, flow, *, num_iterations: int = DEFAULT_ITERATIONS
+) -> Float[Array, ""]:
     """S(θ(t)) = λ_max(∇²L(θ(t))), the top Hessian eigenvalue of the flow's loss (without κ).
 
     The observable "sharpness" (`(t, params, flow) -> scalar`, `t` unused). Gradient descent
@@ -146,18 +159,24 @@ def sharpness_gradient(flow, params: Params, u: Params) -> Params:
     θ ↦ ⟨u, H(θ) u⟩ with H(θ)u from `jax.jvp` of the gradient: reverse over forward over
     reverse, a few gradient costs, never a dense third derivative."""
     _check_flow(flow, "sharpness_gradient")
+    return _sharpness_gradient(flow, params, u)
+
+
+@eqx.filter_jit
+def _sharpness_gradient(flow, params, u):
     u = jax.lax.stop_gradient(u)
 
     def quadratic_form(p):
         hu = hessian_vector_product(flow, p, u)
-        return sum(jnp.vdot(a, b) for a, b in zip(jax.tree_util.tree_leaves(u), jax.tree_util.tree_leaves(hu)))
+        leaves = zip(jax.tree_util.tree_leaves(u), jax.tree_util.tree_leaves(hu))
+        return sum(jnp.vdot(a, b) for a, b in leaves)
 
     return jax.grad(quadratic_form)(params)
 
 
-@eqx.filter_jit
-def sharpness_and_gradient(flow, params: Params, v0: Params | None = None, *,
-                           num_iterations: int = DEFAULT_ITERATIONS) -> tuple[Float[Array, ""], Params, Params]:
+def sharpness_and_gradient(
+    flow, params: Params, v0: Params | None = None, *, num_iterations: int = DEFAULT_ITERATIONS
+) -> tuple[Float[Array, ""], Params, Params]:
     """(S, u, ∇S) at θ: the top eigenpair of ∇²L and the gradient of the sharpness (see
     `top_hessian_eigenpair` and `sharpness_gradient`)."""
     lam, u = top_hessian_eigenpair(flow, params, v0, num_iterations=num_iterations)
