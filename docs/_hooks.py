@@ -28,7 +28,6 @@ PACKAGE = ROOT / "gflow"
 _API_MARK = re.compile(r"<!--\s*gflow-api:\s*core\s*-->")
 _NAMES_MARK = re.compile(r"<!--\s*gflow-names:\s*([A-Za-z_][A-Za-z0-9_]*)\s*-->")
 _FIGURES_MARK = re.compile(r"<!--\s*gflow-figures:\s*([A-Za-z0-9_-]+)\s*-->")
-_REGISTER = re.compile(r"""@register\(\s*(["'])([^"']+)\1\s*,\s*(["'])(.*?)\3\s*\)""")
 
 
 def _all_of(path: Path) -> list[str]:
@@ -142,19 +141,30 @@ def _names_markdown(namespace: str) -> str:
     return "\n".join(rows) + "\n"
 
 
-def _figures_markdown(prefix: str) -> str:
+def _registered_figures() -> list[tuple[str, str]]:
+    """(name, description) of every `@register("name", "description")` decorator in the package."""
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        for m in _REGISTER.finditer(path.read_text(encoding="utf-8")):
-            if m.group(2).startswith(prefix + "-"):
-                found.append((m.group(2), m.group(4)))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for dec in node.decorator_list:
+                if (
+                    isinstance(dec, ast.Call)
+                    and getattr(dec.func, "id", getattr(dec.func, "attr", None)) == "register"
+                    and len(dec.args) >= 2
+                    and all(isinstance(a, ast.Constant) for a in dec.args[:2])
+                ):
+                    found.append((dec.args[0].value, dec.args[1].value))
+    return sorted(set(found))
+
+
+def _figures_markdown(prefix: str) -> str:
+    found = [(n, d) for n, d in _registered_figures() if n.startswith(prefix + "-")]
     if not found:
         return f"(No figure is registered as `{prefix}-…`; `gflow reproduce --list` lists all.)\n"
     rows = ["| `gflow reproduce NAME` | figure |", "|---|---|"]
-    rows += [
-        f"| `{name}` | {description.replace('|', chr(92) + '|')} |"
-        for name, description in sorted(set(found))
-    ]
+    rows += [f"| `{name}` | {text.replace('|', chr(92) + '|')} |" for name, text in found]
     return "\n".join(rows) + "\n"
 
 
