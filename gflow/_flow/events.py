@@ -50,3 +50,32 @@ def all_correct() -> TrainingEvent:
 def margins_at_least(margin: float = 1.0) -> TrainingEvent:
     """Fires when every training margin y_μ f(x_μ) is ≥ `margin` (1 by default)."""
     return TrainingEvent("margins_at_least", _min_margin, margin, "up")
+
+
+def _stability_sharpness(t, params, flow):
+    """κ·λ_max(∇²L(θ)): the top eigenvalue of the Jacobian of minus the flow's vector field
+    (Lanczos on Hessian-vector products, `gflow._flow.sharpness`; flows with `rates` refused)."""
+    from .sharpness import top_hessian_eigenpair
+
+    eigenvalue, _ = top_hessian_eigenpair(flow, params)
+    return flow.time_scale * eigenvalue
+
+
+def edge_of_stability(learning_rate, *, momentum=0.0) -> TrainingEvent:
+    """Fires when η·κλ_max(H(θ)) rises above 2(1 + β): the edge of stability, past which the
+    flow (and the modified flow) no longer describes gradient descent (β = 0) or heavy ball.
+
+    `learning_rate` η: the optimizer's step (a scalar, may be traced); `momentum` β in [0, 1).
+    λ_max is the top eigenvalue of the Hessian of L (Hessian-vector products only), κ the flow's
+    `time_scale`; the threshold is λ_max = 2(1 + β)/(ηκ), the linear stability limit of GD
+    (β = 0, 2/η) and heavy ball on the local quadratic (classic.md §C.3). For `solve_flow` it
+    fires at the crossing (root-found in t); `solve_discrete` checks it at every step and stops
+    at the first step past the limit (including step 0). Past the limit GD may still
+    self-stabilise (Cohen et al. 2021, "Gradient Descent on Neural Networks Typically Occurs at
+    the Edge of Stability", arXiv:2103.00065) rather than diverge; the event says that the flow
+    stops describing it. Flows with per-parameter `rates` are refused.
+    """
+    from .modified import check_momentum
+
+    check_momentum(momentum)
+    return TrainingEvent("edge_of_stability", _stability_sharpness, 2 * (1 + momentum) / learning_rate, "up")
