@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(PY) -m gflow demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -n 2 -q --durations=15
 
 reproduce: $(STAMP)
