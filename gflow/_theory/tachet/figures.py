@@ -1,8 +1,12 @@
-"""Tachet des Combes et al. 2018: figures F1–F7 of shared/theory/tachet.md §4 and a
-gradient-starvation illustration on scikit-learn's bundled digits (`gflow reproduce tachet-…`).
+"""Figures of Tachet des Combes, Pezeshki, Shabanian, Courville & Bengio, "On the Learning Dynamics
+of Deep Neural Networks", arXiv:1809.06848 (2018), and a gradient-starvation illustration on
+scikit-learn's bundled digits (`gflow reproduce tachet-…`, or `gflow.tachet.FIGURES`).
 
-The paper's own figures could not be read; these illustrate its claims with the models of the
-spec. Lines are theory, markers simulation (float64, rtol 1e-10), time on a log axis.
+The paper's own figures could not be read; these illustrate its claims (independent modes,
+sigmoidal error, failed-training regions, speed set by norm and frequency, CE vs hinge, gradient
+starvation, depth) with the models of `gflow.tachet`. Lines are theory, markers simulation
+(float64, rtol 1e-10), time t (the flow's clock) on a log axis. Each `fig_*(out, small)` writes a
+PNG into `out` and returns its paths; `small=True` is a quick low-resolution pass.
 """
 
 from pathlib import Path
@@ -13,26 +17,24 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-import gflow as gf
-
-from .._data.tachet import cooccurring_features, orthogonal_features, proper_chain_init, proper_init
-from .._models.chain import ReLUChain
-from .._plotting import _pyplot, save_figure
-from .._reproduce import register
-from .._theory.tachet import (
-    REGION_R,
-    BalancedCEMargins,
-    FrequencyStarvation,
-    LinearCEMargins,
-    TwoLayerModes,
-    TwoLayerModesCE,
-    crossing_time,
-    ensemble_error,
-    phase_region,
-)
+from ..._data.base import Dataset
+from ..._flow import GradientFlow, margins_at_least, solve_flow
+from ..._losses import hinge, logistic
+from ..._models.chain import ReLUChain
+from ..._models.two_layer import TwoLayer
+from ..._plotting import _pyplot, save_figure
+from ..._reproduce import register
+from ..._special import expi
+from ..base import relative_error
+from .clocks import REGION_R, crossing_time, ensemble_error, phase_region
+from .margins import BalancedCEMargins, LinearCEMargins, linear_weights
+from .setup import cooccurring_features, orthogonal_features, proper_chain_init, proper_init
+from .starvation import FrequencyStarvation
+from .two_layer import TwoLayerModes, TwoLayerModesCE
 
 SOLVER = diffrax.Dopri8()
 RTOL, ATOL = 1e-10, 1e-12
+LOSSES = {"hinge": hinge, "logistic": logistic}
 S4, COUNTS4, LABELS4 = (1.0, 2.0, 0.5, 1.5), (1, 2, 3, 2), (1.0, -1.0, 1.0, -1.0)
 
 
@@ -41,33 +43,31 @@ def mode_flow(u0, vt0, loss, norms=S4, counts=COUNTS4, labels=LABELS4):
     K = len(norms)
     data = orthogonal_features(norms, counts, labels, K)
     w, a = proper_init(jnp.asarray(u0), jnp.asarray(vt0), jnp.asarray(labels), K, key=jr.PRNGKey(0))
-    return gf.GradientFlow(gf.TwoLayer(K, K, "relu", w=w, a=a), loss, data)
+    return GradientFlow(TwoLayer(K, K, "relu", w=w, a=a), loss, data)
 
 
 def _mode_theory(flow, loss):
-    """(theory, its TwoLayerModes, the hinge kink times for `jump_ts` or None) of a mode flow."""
+    """(theory, its `TwoLayerUnits`, the hinge kink times for `jump_ts` or None) of a mode flow."""
     if loss == "hinge":
-        theory = modes = TwoLayerModes.from_flow(flow)
-        kinks = np.asarray(modes.kink_times())
-        return theory, modes, jnp.asarray(kinks[np.isfinite(kinks)])
+        theory = TwoLayerModes.from_flow(flow)
+        kinks = np.asarray(theory.kink_times())
+        return theory, theory.units, jnp.asarray(kinks[np.isfinite(kinks)])
     theory = TwoLayerModesCE.from_flow(flow)
-    return theory, theory.modes, None
+    return theory, theory.units, None
 
 
 def mode_solution(loss, u0=(0.1, 0.1, 0.2, 0.05), vt0=(0.1, 0.05, -0.1, 0.15), t1=1e4, num=60):
     """(theory, simulation) of the 4-mode problem under `loss` ("hinge" or "logistic")."""
-    flow = mode_flow(u0, vt0, getattr(gf, loss))
+    flow = mode_flow(u0, vt0, LOSSES[loss])
     theory, modes, jumps = _mode_theory(flow, loss)
     ts = jnp.logspace(-2, np.log10(t1), num)
-    sol = gf.solve_flow(flow, t1, ts=ts, observables=modes.simulation_observables(), solver=SOLVER,
-                        rtol=RTOL, atol=ATOL, jump_ts=jumps, max_steps=200_000)
+    sol = solve_flow(flow, t1, ts=ts, observables=theory.observables, solver=SOLVER,
+                     rtol=RTOL, atol=ATOL, jump_ts=jumps, max_steps=200_000)
     return theory, modes, sol
 
 
 def _evaluate(theory, ts):
-    if isinstance(theory, TwoLayerModesCE):
-        return theory.evaluate(ts, solver=SOLVER, rtol=1e-12, atol=1e-14)
-    return theory.evaluate(ts)
+    return theory.evaluate(ts)  # the CE clock ODE defaults to Dopri8 at rtol 1e-12
 
 
 @register("tachet-modes", "F1: independent modes, per-mode margins of a 4-mode ReLU net, theory vs simulation")
@@ -84,7 +84,7 @@ def fig_modes(out: Path, small: bool) -> list[Path]:
             lab = f"p={float(modes.p[k]):.2f}, s={float(modes.s[k]):g}"
             ax.plot(dense, z_th[:, i], "-", color=f"C{k}", label=lab)
             ax.plot(sol.ts, z_sim[:, i], "o", color=f"C{k}", ms=3, mfc="none")
-        err = float(gf.relative_error(sol.observables["margins"], _evaluate(theory, sol.ts)["margins"]))
+        err = float(relative_error(sol.observables["margins"], _evaluate(theory, sol.ts)["margins"]))
         ax.set(xscale="log", xlabel="t", ylabel="mode margin z_k(t)",
                title=f"{'hinge' if loss == 'hinge' else 'cross-entropy'} (max rel. err {err:.1e})")
         ax.legend(frameon=False, fontsize=7)
@@ -108,9 +108,9 @@ def fig_error(out: Path, small: bool) -> list[Path]:
     ts = jnp.logspace(-1, 4, 120 if small else 300)
     for ax, loss in zip(axes, ("hinge", "logistic")):
         w, a = proper_init(u0, vt0, labels, K, key=jr.PRNGKey(4))
-        flow = gf.GradientFlow(gf.TwoLayer(K, K, "relu", w=w, a=a), getattr(gf, loss), data)
+        flow = GradientFlow(TwoLayer(K, K, "relu", w=w, a=a), LOSSES[loss], data)
         _, modes, jumps = _mode_theory(flow, loss)
-        sol = gf.solve_flow(flow, ts[-1], ts=ts, observables=["classification_error"], solver=SOLVER,
+        sol = solve_flow(flow, ts[-1], ts=ts, observables=["classification_error"], solver=SOLVER,
                             rtol=RTOL, atol=ATOL, jump_ts=jumps)
         region = phase_region(modes.u0, modes.vt0)
         lam = modes.rates[modes.unit_mode]
@@ -137,8 +137,8 @@ def fig_phase(out: Path, small: bool) -> list[Path]:
     T = 100.0
 
     def final_margin(u0, v0):
-        model = gf.TwoLayer(1, 1, "relu", w=u0.reshape(1, 1), a=v0.reshape(1, 1))
-        sol = gf.solve_flow(gf.GradientFlow(model, gf.logistic, data), T, ts=jnp.array([T]),
+        model = TwoLayer(1, 1, "relu", w=u0.reshape(1, 1), a=v0.reshape(1, 1))
+        sol = solve_flow(GradientFlow(model, logistic, data), T, ts=jnp.array([T]),
                             observables=["margins"], rtol=1e-8, atol=1e-10)
         return sol.observables["margins"][-1, 0]
 
@@ -194,9 +194,9 @@ def fig_speed(out: Path, small: bool) -> list[Path]:
             counts = (n_probe, 100 - n_probe) if n_probe < 100 else (1,)
             norms, labels = ((s, 1.0), (1.0, 1.0)) if len(counts) == 2 else ((s,), (1.0,))
             u, v = ((u0, 2.0), (u0, 2.0)) if len(counts) == 2 else ((u0,), (u0,))
-            flow = mode_flow(u, v, gf.logistic, norms=norms, counts=counts, labels=labels)
+            flow = mode_flow(u, v, logistic, norms=norms, counts=counts, labels=labels)
             p_eff = counts[0] / sum(counts)
-            sol = gf.solve_flow(flow, 10 * t_balanced(p_eff, s), event=gf.margins_at_least(z_star),
+            sol = solve_flow(flow, 10 * t_balanced(p_eff, s), event=margins_at_least(z_star),
                                 rtol=1e-10, atol=1e-12)
             xs.append(p_eff if ax is axes[0] else s)
             t_sim.append(float(sol.event_time))
@@ -206,8 +206,6 @@ def fig_speed(out: Path, small: bool) -> list[Path]:
 
 
 def gf_expi(x):
-    from .._special import expi
-
     return expi(jnp.asarray(x, dtype=float))
 
 
@@ -224,7 +222,7 @@ def fig_ce_vs_hinge(out: Path, small: bool) -> list[Path]:
         axes[0].plot(sol.ts, sol.observables["margins"][:, 0], "o", ms=3, mfc="none", color="C0")
         axes[1].plot(dense, pred["loss"], style, color="C1", label=f"{name} theory")
         axes[1].plot(sol.ts, sol.observables["loss"], "o", ms=3, mfc="none", color="C1")
-    th_h = TwoLayerModes.from_flow(mode_flow((0.1,) * 4, (0.1, 0.05, -0.1, 0.15), gf.hinge))
+    th_h = TwoLayerModes.from_flow(mode_flow((0.1,) * 4, (0.1, 0.05, -0.1, 0.15), hinge))
     axes[0].axvline(float(th_h.stop_times()[0]), color="k", lw=0.6, ls=":", label="t_h (hinge stop)")
     axes[0].set(xscale="log", xlabel="t", ylabel="margin of mode 0", title="hinge stops at 1; CE grows ~ ln t")
     axes[1].set(xscale="log", yscale="log", xlabel="t", ylabel="loss", title="CE loss ~ 1/(t ln t)")
@@ -233,22 +231,18 @@ def fig_ce_vs_hinge(out: Path, small: bool) -> list[Path]:
     return save_figure(fig, out, "tachet-ce-vs-hinge")
 
 
-def _linear_weights(t, params, flow):
-    return flow.model(params).v[0, :2]
-
-
 @register("tachet-starvation", "F6: gradient starvation, norm version (R8a) and frequency version (R8c)")
 def fig_starvation(out: Path, small: bool) -> list[Path]:
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     ts = jnp.logspace(-2, 6, 30 if small else 60)
     data = cooccurring_features((2.0, 0.5), (1, 0), 2)
-    flow = gf.GradientFlow(ReLUChain((), jnp.zeros((1, 2))), gf.logistic, data)
+    flow = GradientFlow(ReLUChain((), jnp.zeros((1, 2))), logistic, data)
     theory = LinearCEMargins.from_flow(flow)
-    sol = gf.solve_flow(flow, ts[-1], ts=ts, observables={"weights": _linear_weights}, solver=SOLVER, rtol=RTOL, atol=ATOL)
+    sol = solve_flow(flow, ts[-1], ts=ts, observables={"weights": linear_weights}, solver=SOLVER, rtol=RTOL, atol=ATOL)
     dense = jnp.logspace(-2, 6, 300)
     w = theory.evaluate(dense)["weights"]
-    alone = LinearCEMargins.from_flow(gf.GradientFlow(ReLUChain((), jnp.zeros((1, 2))), gf.logistic,
+    alone = LinearCEMargins.from_flow(GradientFlow(ReLUChain((), jnp.zeros((1, 2))), logistic,
                                                       orthogonal_features((0.5,), (1,), (1.0,), 2)))
     ax = axes[0]
     ax.plot(dense, 2.0 * w[:, 0], "-", color="C0", label="f(s₁e₁) (strong feature)")
@@ -261,9 +255,9 @@ def fig_starvation(out: Path, small: bool) -> list[Path]:
     ax = axes[1]
     for j, q in enumerate((0.1, 0.5, 0.9)):
         n_both = round(q * 10)
-        flow = gf.GradientFlow(ReLUChain((), jnp.zeros((1, 2))), gf.logistic, cooccurring_features((1.0, 1.0), (n_both, 10 - n_both), 2))
+        flow = GradientFlow(ReLUChain((), jnp.zeros((1, 2))), logistic, cooccurring_features((1.0, 1.0), (n_both, 10 - n_both), 2))
         th = FrequencyStarvation.from_flow(flow)
-        sol = gf.solve_flow(flow, ts[-1], ts=ts, observables={"weights": _linear_weights}, solver=SOLVER, rtol=RTOL, atol=ATOL)
+        sol = solve_flow(flow, ts[-1], ts=ts, observables={"weights": linear_weights}, solver=SOLVER, rtol=RTOL, atol=ATOL)
         pred = th.evaluate(dense, solver=SOLVER, rtol=1e-12, atol=1e-14)["weights"]
         ax.plot(dense, pred[:, 0], "-", color=f"C{j}", label=f"q = {q}: w₁")
         ax.plot(dense, pred[:, 1], "--", color=f"C{j}", label=f"q = {q}: w₂ (rare feature)")
@@ -284,8 +278,8 @@ def fig_depth(out: Path, small: bool) -> list[Path]:
     for L in (1, 2, 3):
         a = z0 ** (1.0 / L)
         weights, v = proper_chain_init(jnp.full((L, 1), a), jnp.array([1.0]), 1)
-        flow = gf.GradientFlow(ReLUChain(weights, v), gf.logistic, data)
-        sol = gf.solve_flow(flow, ts[-1], ts=ts, observables=["margins"], solver=SOLVER, rtol=RTOL, atol=ATOL)
+        flow = GradientFlow(ReLUChain(weights, v), logistic, data)
+        sol = solve_flow(flow, ts[-1], ts=ts, observables=["margins"], solver=SOLVER, rtol=RTOL, atol=ATOL)
         ax.plot(sol.ts, sol.observables["margins"][:, 0], "o", ms=3, mfc="none", color=f"C{L - 1}",
                 label=f"L = {L} simulation")
         if L == 1:
@@ -321,13 +315,13 @@ def fig_digits(out: Path, small: bool) -> list[Path]:
     for frac, style in ((0.0, "-"), (0.5, "--"), (1.0, ":")):
         easy = np.where(rng.random(n) < frac, 3.0 * y, 0.0)
         X = jnp.asarray(np.concatenate([x, easy[:, None]], axis=1))
-        flow = gf.GradientFlow(ReLUChain((), jnp.zeros((1, X.shape[1]))), gf.logistic, gf.Dataset(X, jnp.asarray(y)))
+        flow = GradientFlow(ReLUChain((), jnp.zeros((1, X.shape[1]))), logistic, Dataset(X, jnp.asarray(y)))
 
         def pixel_margin(t, params, flow, X=X):
             w = flow.model(params).v[0, :-1]
             return jnp.mean(jnp.asarray(y) * (X[:, :-1] @ w))
 
-        sol = gf.solve_flow(flow, ts[-1], ts=ts, observables={"pixel": pixel_margin}, rtol=1e-8, atol=1e-10)
+        sol = solve_flow(flow, ts[-1], ts=ts, observables={"pixel": pixel_margin}, rtol=1e-8, atol=1e-10)
         ax.plot(sol.ts, sol.observables["pixel"], style, label=f"easy feature on {int(frac * 100)}% of samples")
     ax.set(xscale="log", xlabel="t", ylabel="mean margin from the pixels", title="digits 3 vs 8: starvation of the pixel features")
     ax.legend(frameon=False, fontsize=7)

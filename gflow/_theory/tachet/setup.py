@@ -1,4 +1,6 @@
-"""Datasets and initialisations of Tachet des Combes et al. 2018 (independent modes, starvation).
+"""Datasets and initialisations of Tachet des Combes, Pezeshki, Shabanian, Courville & Bengio,
+"On the Learning Dynamics of Deep Neural Networks", arXiv:1809.06848 (2018): orthogonal
+single-feature modes, co-occurring features (gradient starvation) and "proper" initialisations.
 
 Feature directions are the first K standard basis vectors e_1…e_K of R^d unless a `basis`
 (d, K) with orthonormal columns is given.
@@ -11,8 +13,8 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .._validate import check_float_array, message
-from .base import Dataset
+from ..._data.base import Dataset
+from ..._validate import check_float_array, message
 
 
 def _basis(basis, d: int, K: int, dtype) -> np.ndarray:
