@@ -21,8 +21,6 @@ import re
 from functools import cache
 from pathlib import Path
 
-from mkdocs.structure.files import File
-
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "gflow"
 _API_MARK = re.compile(r"<!--\s*gflow-api:\s*core\s*-->")
@@ -35,15 +33,8 @@ def _all_of(path: Path) -> list[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     for node in tree.body:
         targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
-        if (
-            any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets)
-            and node.value is not None
-        ):
-            return [
-                e.value
-                for e in node.value.elts
-                if isinstance(e, ast.Constant) and isinstance(e.value, str)
-            ]
+        if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets) and node.value is not None:
+            return [e.value for e in node.value.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
     raise ValueError(f"{path} has no literal `__all__` list")
 
 
@@ -67,18 +58,22 @@ def _groups() -> list[tuple[str, list[str]]]:
     return [(title, members) for title, members in groups if members]
 
 
+def _module_file(name: str) -> Path | None:
+    """`gflow/<name>.py` or `gflow/<name>/__init__.py`, if either exists."""
+    for path in (PACKAGE / f"{name}.py", PACKAGE / name / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
 def namespaces() -> list[str]:
-    """Public modules named in `gflow.__all__` that live in `gflow/<name>.py` (paper namespaces)."""
-    return [
-        n
-        for n in _all_of(PACKAGE / "__init__.py")
-        if not n.startswith("_") and (PACKAGE / f"{n}.py").is_file()
-    ]
+    """Public submodules named in `gflow.__all__` (the paper namespaces, `gflow.saxe`, …)."""
+    return [n for n in _all_of(PACKAGE / "__init__.py") if not n.startswith("_") and _module_file(n)]
 
 
 def _is_module_name(name: str) -> bool:
     """True for a submodule (`gflow/<name>.py` or a package) or a module alias (`losses`)."""
-    if (PACKAGE / f"{name}.py").is_file() or (PACKAGE / name / "__init__.py").is_file():
+    if _module_file(name):
         return True
     source = (PACKAGE / "__init__.py").read_text(encoding="utf-8")
     return bool(re.search(rf"^from \. import \w+ as {re.escape(name)}\b", source, re.M))
@@ -128,9 +123,9 @@ def _core_markdown() -> str:
 
 
 def _names_markdown(namespace: str) -> str:
-    path = PACKAGE / f"{namespace}.py"
-    if not path.is_file():
-        raise ValueError(f"`<!-- gflow-names: {namespace} -->`: there is no gflow/{namespace}.py")
+    path = _module_file(namespace)
+    if path is None:
+        raise ValueError(f"`<!-- gflow-names: {namespace} -->`: gflow has no module {namespace!r}")
     rows = ["| name | summary |", "|---|---|"]
     for name in _all_of(path):
         summary = _summary(namespace, name)
@@ -170,9 +165,7 @@ def _figures_markdown(prefix: str) -> str:
 
 def on_config(config):
     nav = config["nav"]
-    api = next(
-        (entry for entry in nav if isinstance(entry, dict) and "API reference" in entry), None
-    )
+    api = next((entry for entry in nav if isinstance(entry, dict) and "API reference" in entry), None)
     if api is None:
         api = {"API reference": []}
         nav.append(api)
@@ -184,12 +177,15 @@ def on_config(config):
 
 
 def on_files(files, config):
+    from mkdocs.structure.files import File  # here, so that the tests can load this file without mkdocs
+
     for name in namespaces():
         uri = f"api/{name}.md"
         if files.get_file_from_path(uri) is None:
             content = (
                 f"# `gflow.{name}`\n\n"
-                f"Generated from `gflow/{name}.py`: every name in its `__all__`, in that order.\n\n"
+                f"Generated from `{_module_file(name).relative_to(ROOT)}`: every name in its "
+                "`__all__`, in that order.\n\n"
                 f"::: gflow.{name}\n    options:\n      show_root_heading: false\n"
                 "      heading_level: 2\n"
             )

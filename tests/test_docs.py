@@ -13,6 +13,7 @@ Fast: nothing is compiled or solved, and mkdocs is not needed.
 """
 
 import ast
+import importlib.util
 import inspect
 import json
 import re
@@ -102,18 +103,11 @@ def _method_docstring(cls, name: str) -> str:
 
 
 def test_all_names_exist():
-    missing = [
-        f"{m}.{n}"
-        for m, module in _public_modules()
-        for n in _exported(module)
-        if not hasattr(module, n)
-    ]
+    missing = [f"{m}.{n}" for m, module in _public_modules() for n in _exported(module) if not hasattr(module, n)]
     assert not missing, f"names in __all__ that the module does not define: {missing}"
     for name, module in _public_modules()[1:]:
         if name != "gflow.losses":  # the losses module: its names are the core losses
-            assert hasattr(module, "__all__"), (
-                f"paper namespace {name} must list its names in `__all__`"
-            )
+            assert hasattr(module, "__all__"), f"paper namespace {name} must list its names in `__all__`"
 
 
 def test_public_names_have_docstrings():
@@ -147,16 +141,26 @@ def test_docstrings_cite_no_unshipped_files():
         seen.add(id(obj))
         docs = [(qualified, _own_docstring(obj))]
         if inspect.isclass(obj):
-            docs += [
-                (f"{qualified}.{n}", (getattr(f, "__doc__", None) or ""))
-                for n, f in _callable_members(obj)
-            ]
+            docs += [(f"{qualified}.{n}", (getattr(f, "__doc__", None) or "")) for n, f in _callable_members(obj)]
         for where, doc in docs:
             for match in _UNSHIPPED.finditer(doc or ""):
                 found.append(f"{where}: {match.group(0)!r}")
-    assert not found, "docstrings that cite files which do not ship with gflow:\n  " + "\n  ".join(
-        found
-    )
+    assert not found, "docstrings that cite files which do not ship with gflow:\n  " + "\n  ".join(found)
+
+
+def test_docs_site_generates_a_page_per_namespace():
+    """`docs/_hooks.py` (which `make docs` runs) finds the same namespaces and names as Python does,
+    so every public name lands on a reference page (read statically there, imported here)."""
+    spec = importlib.util.spec_from_file_location("gflow_docs_hooks", ROOT / "docs" / "_hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    runtime = [name.removeprefix("gflow.") for name, _ in _public_modules()[1:] if name != "gflow.losses"]
+    assert hooks.namespaces() == runtime
+    assert hooks._all_of(ROOT / "gflow" / "__init__.py") == list(gflow.__all__)
+    for name in runtime:
+        assert hooks._all_of(hooks._module_file(name)) == list(getattr(gflow, name).__all__)
+    grouped = [n for _, names in hooks._groups() for n in names]
+    assert sorted(grouped) == sorted(gflow.__all__)
 
 
 # --- no private imports in user-facing code ---------------------------------------------------
@@ -165,9 +169,7 @@ def test_docstrings_cite_no_unshipped_files():
 def _is_private(dotted: str) -> bool:
     """`gflow._x…` (any private part below gflow); dunders such as `gflow.__main__` are allowed."""
     parts = dotted.split(".")
-    return parts[0] == "gflow" and any(
-        p.startswith("_") and not p.startswith("__") for p in parts[1:]
-    )
+    return parts[0] == "gflow" and any(p.startswith("_") and not p.startswith("__") for p in parts[1:])
 
 
 def _private_uses(source: str) -> list[tuple[int, str]]:
@@ -190,28 +192,18 @@ def _private_uses(source: str) -> list[tuple[int, str]]:
                     for a in node.names
                     if a.name.startswith("_") and not a.name.startswith("__")
                 ]
-        elif (
-            isinstance(node, ast.Attribute)
-            and isinstance(node.value, ast.Name)
-            and node.value.id in aliases
-        ):
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
             if node.attr.startswith("_") and not node.attr.startswith("__"):
                 found.append((node.lineno, f"{node.value.id}.{node.attr}"))
         elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
             name = getattr(node.func, "attr", getattr(node.func, "id", ""))
-            if (
-                name == "import_module"
-                and isinstance(node.args[0].value, str)
-                and _is_private(node.args[0].value)
-            ):
+            if name == "import_module" and isinstance(node.args[0].value, str) and _is_private(node.args[0].value):
                 found.append((node.lineno, f"import_module({node.args[0].value!r})"))
     return found
 
 
 def _strip_magics(code: str) -> str:
-    return "\n".join(
-        "" if line.lstrip().startswith(("%", "!")) else line for line in code.splitlines()
-    )
+    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in code.splitlines())
 
 
 def _sources():
@@ -225,9 +217,7 @@ def _sources():
         cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
         for i, cell in enumerate(cells):
             if cell.get("cell_type") == "code":
-                source = (
-                    cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
-                )
+                source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
                 yield path.with_name(f"{path.name}[cell {i}]"), _strip_magics(source)
     for path in sorted([*(ROOT / "docs").rglob("*.md"), ROOT / "README.md"]):
         if not path.is_file():
@@ -257,9 +247,7 @@ def test_no_private_imports_outside_the_package():
         try:
             uses = _private_uses(source)
         except SyntaxError as error:
-            found.append(
-                f"{path.relative_to(ROOT)}: not parseable ({error.msg}, line {error.lineno})"
-            )
+            found.append(f"{path.relative_to(ROOT)}: not parseable ({error.msg}, line {error.lineno})")
             continue
         found += [f"{path.relative_to(ROOT)}:{line}: {what}" for line, what in uses]
     assert not found, (
