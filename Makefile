@@ -50,4 +50,4 @@ docs: $(DOCS_STAMP)
 	$(PY) -m mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) reproduce_out demo_*.png
+	rm -rf $(VENV) reproduce_out demo_*.png site

@@ -2,9 +2,7 @@ import abc
 from collections.abc import Callable, Sequence
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, PyTree
 
 from .._custom_types import Observables, Times
@@ -74,14 +72,17 @@ class AbstractReducedODE(AbstractTheory):
 
     @abc.abstractmethod
     def initial_state(self) -> PyTree:
+        """The reduced state z at τ = 0 (a pytree of arrays)."""
         raise NotImplementedError
 
     @abc.abstractmethod
     def vector_field(self, tau, state, args) -> PyTree:
+        """dz/dτ at theory time `tau` (same structure as `state`)."""
         raise NotImplementedError
 
     @abc.abstractmethod
     def readout(self, tau, state) -> Observables:
+        """The predicted observables {name: value} of the reduced state at theory time `tau`."""
         raise NotImplementedError
 
     def _save_readout(self, tau, state, args):
