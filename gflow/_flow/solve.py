@@ -24,7 +24,8 @@ from .divergence import DIVERGED_MESSAGE, DivergenceGuard, diverged
 from .events import TrainingEvent
 from .observables import resolve_observables
 from .problem import GradientFlow
-from .solvers import AutoSwitch, MatrixFreeImplicit, StiffnessMonitor, resolve_solver
+from .solvers import DEFAULT_SOLVER, AutoSwitch, MatrixFreeImplicit, resolve_solver
+from .switching import AutoPlan, probe, results_from_code, run_switching
 
 MAX_STEPS_MESSAGE = (
     "The gradient-flow solve stopped before `t1`: the maximum number of solver steps "
@@ -48,7 +49,10 @@ class FlowSolution(eqx.Module):
     - `params_final`: the state at `t_final` (restart from it with `solve_flow(..., start=sol)`).
     - `stats`: num_steps, num_accepted_steps, num_rejected_steps, rhs_evaluations (NaN for
       implicit solvers); `energy_residual` (the energy audit, see `solve_flow`); with
-      `solver="auto"` also num_steps_explicit, num_steps_implicit and switch_time (∞: never).
+      `solver="auto"` also num_steps_explicit, num_steps_implicit, switch_time (the first
+      switch to implicit, ∞: never), num_segments and per segment (shape (max_segments,),
+      unused entries −1 / ∞ / 0) segment_solvers (0 explicit, 1 implicit),
+      segment_start_times and segment_steps.
     - `result`: the diffrax `RESULTS` code (successful, event_occurred, max_steps_reached, …).
     - `event_time`: the exact time a training event fired, `inf` if none did; `event_mask`
       says which event (same order as given).
@@ -58,7 +62,7 @@ class FlowSolution(eqx.Module):
     observables: Observables
     params_final: Params
     t_final: Float[Array, ""]
-    stats: dict[str, Int[Array, ""] | Float[Array, ""]]
+    stats: dict[str, Int[Array, "..."] | Float[Array, "..."]]
     result: diffrax.RESULTS
     event_time: Float[Array, ""]
     event_mask: tuple[Bool[Array, ""], ...] | None
@@ -142,8 +146,9 @@ def integrate(
     """The one place gflow calls `diffrax.diffeqsolve`: saves `save(t, y, args)` on `ts` and the
     state at the final time; solve failures follow `throw` (see `solve_flow`).
 
-    `solver`: a diffrax solver, "explicit" (Tsit5, the default), "implicit"
-    (`MatrixFreeImplicit()`), "auto" (`AutoSwitch()`), or one of those gflow classes.
+    `solver`: a diffrax solver, "explicit" (Tsit5; also None, the default here, for reduced
+    theory ODEs), "implicit" (`MatrixFreeImplicit()`), "auto" (`AutoSwitch()`), or one of those
+    gflow classes.
     `norm`: the step-size controller's error norm (default RMS over the whole state)."""
     t1 = check_time_span(t0, t1)
     max_steps = check_integer("max_steps", max_steps, minimum=1)
@@ -167,49 +172,12 @@ def integrate(
         }
         return _solution(seg, ts, stats, throw)
 
-    # Auto: an explicit segment that the stiffness monitor may end early, then the implicit
-    # solver from each member's own switch state and time (t1 → t1 for members that never
-    # switched: no steps). Under vmap each segment runs in lockstep over members, but a member
-    # pays explicit steps only until its own switch.
-    explicit, implicit = solver.explicit, solver.implicit.diffrax_solver(atol)
-    monitor = StiffnessMonitor(controller, vector_field, solver.threshold * solver.stability_boundary, solver.patience)
-    sol1 = run(explicit, t0, t1, y0, controller=monitor)
-    seg1 = _unpack(sol1)
-    switched = (sol1.result == diffrax.RESULTS.event_occurred) & ~(seg1["event_time"] < jnp.inf)
-    switched = switched & (seg1["t_final"] < t1)
-    t_switch = jnp.where(switched, seg1["t_final"], t1)
-    sol2 = run(implicit, t_switch, t1, seg1["y_final"], ts=jnp.clip(ts, t_switch, t1))
-    seg2 = _unpack(sol2)
-    from_seg1 = ts <= jnp.where(switched, t_switch, jnp.inf)
-    pick = lambda a, b: jnp.where(switched, b, a)  # noqa: E731
-    saved = jax.tree_util.tree_map(
-        lambda a, b: jnp.where(from_seg1.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), seg1["saved"], seg2["saved"]
-    )
-    seg = {
-        "ts": jnp.where(from_seg1, seg1["ts"], seg2["ts"]),
-        "saved": saved,
-        "y_final": jax.tree_util.tree_map(pick, seg1["y_final"], seg2["y_final"]),
-        "t_final": pick(seg1["t_final"], seg2["t_final"]),
-        "result": diffrax.RESULTS.where(
-            switched, sol2.result, diffrax.RESULTS.where(seg1["event_time"] < jnp.inf, sol1.result, diffrax.RESULTS.where(
-                sol1.result == diffrax.RESULTS.event_occurred, diffrax.RESULTS.successful, sol1.result))
-        ),
-        "event_time": pick(seg1["event_time"], seg2["event_time"]),
-        "event_mask": None if seg1["event_mask"] is None else tuple(
-            jnp.where(switched, b, a) for a, b in zip(seg1["event_mask"], seg2["event_mask"])
-        ),
-    }
-    n1 = sol1.stats["num_steps"]
-    n2 = jnp.where(switched, sol2.stats["num_steps"], 0)
-    stats = {
-        "num_steps": n1 + n2,
-        "num_accepted_steps": sol1.stats["num_accepted_steps"] + jnp.where(switched, sol2.stats["num_accepted_steps"], 0),
-        "num_rejected_steps": sol1.stats["num_rejected_steps"] + jnp.where(switched, sol2.stats["num_rejected_steps"], 0),
-        "rhs_evaluations": jnp.where(switched, jnp.nan, n1 * _rhs_per_step(explicit) + 1),
-        "num_steps_explicit": n1,
-        "num_steps_implicit": n2,
-        "switch_time": jnp.where(switched, t_switch, jnp.inf),
-    }
+    # Auto: segments of one solver each, ended by the stiffness monitor (see `switching`).
+    plan = AutoPlan(solver, probe(solver.explicit), solver.implicit.diffrax_solver(atol), controller, vector_field,
+                    jnp.asarray(ts), save, event, jnp.asarray(t1, jnp.asarray(ts).dtype),
+                    None if dt0 is None else jnp.asarray(dt0), max_steps,
+                    None if not progress else meter)
+    seg, stats = run_switching(plan, args, y0, t0, _rhs_per_step(solver.explicit))
     return _solution(seg, ts, stats, throw)
 
 
@@ -369,6 +337,12 @@ def energy_residual(loss0, loss1, energy):
     return jnp.abs(loss1 - loss0 + energy) / (jnp.abs(loss0 - loss1) + floor)
 
 
+@eqx.filter_jit
+def _flow_energy_residual(flow: GradientFlow, params0, params1, energy):
+    """`energy_residual` of a solve from params0 to params1 (one compiled call, not ~50 eager ops)."""
+    return energy_residual(flow.loss_value(params0), flow.loss_value(params1), energy)
+
+
 def _params(t, params, flow):
     return params
 
@@ -459,7 +433,7 @@ def solve_flow(
     ts: Times | None = None,
     num_times: int = 121,
     observables: Sequence[str | Callable] | dict[str, str | Callable] = ("loss",),
-    solver: diffrax.AbstractSolver | str | MatrixFreeImplicit | AutoSwitch | None = None,
+    solver: diffrax.AbstractSolver | str | MatrixFreeImplicit | AutoSwitch | None = DEFAULT_SOLVER,
     rtol: float | None = None,
     atol: float | None = None,
     event: TrainingEvent | Sequence[TrainingEvent] | None = None,
@@ -477,13 +451,16 @@ def solve_flow(
     trajectory from its `t_final`). Saves `observables` (names from `gflow.OBSERVABLES` or
     {name: fn(t, params, flow)}) on `ts` (default: `num_times` points, {0} ∪ log grid over the
     6 decades below t1), never the θ history unless `save_params=True`.
-    Defaults: Tsit5 with a PID controller; rtol/atol 1e-8/1e-10 in float64, 1e-5/1e-7 in float32.
-    `solver`: "explicit" (Tsit5, the default; best for short horizons and fast transients),
+    Defaults: `solver="auto"` with a PID controller; rtol/atol 1e-8/1e-10 in float64, 1e-5/1e-7
+    in float32. `solver`: "auto" (the default, `gflow.AutoSwitch()`: Tsit5 while the flow is
+    non-stiff, the matrix-free implicit solver while Tsit5's step is stiffness-limited, and
+    back; the stiffness test of the explicit phase costs no vector-field evaluations, and a
+    solve that never switches is exactly the Tsit5 solve; `stats["segment_solvers"]`,
+    `stats["switch_time"]`), "explicit" (Tsit5: short horizons and fast transients),
     "implicit" (`gflow.MatrixFreeImplicit()`: an ESDIRK method whose stage equations use
-    Hessian-vector products and GMRES, never a Jacobian; use it for long horizons near a
-    minimum, where an explicit step is capped at ≈ 3.5/λ_max(H) and the explicit step count
-    grows linearly with t1), "auto" (`gflow.AutoSwitch()`: explicit until the explicit step is
-    stiffness-limited, then implicit; `stats["switch_time"]`), or any diffrax solver.
+    Hessian-vector products and GMRES, never a Jacobian; for long horizons near a minimum,
+    where an explicit step is capped at ≈ 3.5/λ_max(H) and the explicit step count grows
+    linearly with t1), or any diffrax solver (None: the default).
     Energy audit: alongside θ the solve integrates E(t) = ∫κ‖∇L‖²_r dt (outside the step-size
     control, so step counts are those of θ alone); along an exact gradient flow
     L(t) − L(0) = −E(t). `stats["energy_residual"]` = |L(t_final) − L(0) + E| / |L(0) − L(t_final)|,
@@ -520,6 +497,8 @@ def solve_flow(
         obs = {**obs, "params": _params}
     save = _SaveObservables(tuple(obs.items()))
 
+    if solver is None:
+        solver = DEFAULT_SOLVER
     rtol, atol = member_tolerances(params0, rtol, atol)
     _check_initial_loss(flow, params0)
     event = _make_event(event, flow, rtol, atol)
@@ -546,7 +525,7 @@ def solve_flow(
         norm=_params_norm,
     )
     params_final, energy = sol.params_final
-    residual = energy_residual(flow.loss_value(params0), flow.loss_value(params_final), energy)
+    residual = _flow_energy_residual(flow, params0, params_final, energy)
     sol = FlowSolution(
         ts=sol.ts,
         observables=sol.observables,

@@ -12,7 +12,6 @@ memory stays at a few copies of θ (GMRES keeps `restart` Krylov vectors).
 """
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +19,18 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 import lineax as lx
 import optimistix as optx
 
 from .._validate import message
-from .controllers import AbstractWrappedController
 
 _KVAERNO = {3: diffrax.Kvaerno3, 4: diffrax.Kvaerno4, 5: diffrax.Kvaerno5}
 
 #: Real-axis stability boundary |hλ| of the explicit solver (Tsit5's is ≈ 3.5; measured on
 #: gradient flows, the accepted step settles at h·λ_max ≈ 3.3–3.6 once stiffness-limited).
-_STABILITY_BOUNDARY = {"Tsit5": 3.5, "Dopri5": 3.3, "Dopri8": 5.0, "Heun": 2.0, "Euler": 2.0}
+#: Only FSAL methods whose last two stages sit at t + h (Tsit5, Dopri5) give Hairer's free
+#: stiffness estimate (see `AutoSwitch`).
+_STABILITY_BOUNDARY = {"Tsit5": 3.5, "Dopri5": 3.3}
 
 
 class MatrixFreeImplicit(eqx.Module):
@@ -142,21 +141,41 @@ class _KrylovChord(diffrax.VeryChord):
 
 
 class AutoSwitch(eqx.Module):
-    """Explicit while the flow is non-stiff, `implicit` once the explicit step is stiffness-limited.
+    """Explicit while the flow is non-stiff, implicit while the explicit step is stiffness-limited
+    (the default solver of `solve_flow` and `sweep`).
 
-    Two segments per member (so `vmap` keeps each member's own cost): the explicit solver runs
-    while a power iteration on Hessian-vector products (one per step, carried across steps)
-    tracks λ_max; once `patience` consecutive steps have h·λ_max ≥ `threshold` × the explicit
-    solver's stability boundary, that member's explicit segment ends and the implicit solver
-    continues from its state and time. `stats["switch_time"]` (∞ if it never switched),
-    `stats["num_steps_explicit"]`, `stats["num_steps_implicit"]` record it. No switch back:
-    once a gradient flow is stiffness-limited near a minimum it stays so.
+    Stiffness is measured at no extra cost in the explicit phase: Hairer's estimate
+    ρ = ‖f(y₁) − f(ŷ₆)‖/‖y₁ − ŷ₆‖ from the two last stages of Tsit5/Dopri5, both at t + h
+    (Hairer & Wanner, *Solving ODEs II*, §IV.2; DOPRI5's stiffness detection). Once
+    `patience` consecutive steps have h·ρ ≥ `threshold` × the explicit stability boundary
+    (≈ 3.5 for Tsit5: the step is held at the stability limit, not by accuracy) while t1 is
+    still ≥ `min_remaining` such steps away (else the implicit solver's compile and
+    Newton–Krylov steps cannot pay off), the member continues with `implicit` from its state
+    and time. In the implicit phase one power
+    iteration on Hessian-vector products per step tracks λ_max(J); once `patience` consecutive
+    accepted implicit steps h have h·λ̂ < `back_ratio` × the boundary (after `min_iterations`
+    power iterations), the explicit solver would need at most `back_ratio`× as many steps, each
+    far cheaper (6 vector fields against a Newton–Krylov solve), so the member switches back.
+    Each switch back multiplies the patience of the next switch to implicit by `backoff`
+    (hysteresis: no ping-pong on a flow that is only mildly stiff), and at most `max_segments`
+    segments run (the last one never switches).
+
+    Per member under `vmap` and in `sweep` (the slot runner keeps explicit and implicit
+    members in separate slots). `FlowSolution.stats` records every segment:
+    `segment_solvers` (0 explicit, 1 implicit, −1 unused; shape (max_segments,)),
+    `segment_start_times`, `segment_steps`, `num_segments`, plus `num_steps_explicit`,
+    `num_steps_implicit` and `switch_time` (the first switch to implicit; ∞ if none).
     """
 
     explicit: diffrax.AbstractSolver = eqx.field(default_factory=diffrax.Tsit5)
     implicit: MatrixFreeImplicit = eqx.field(default_factory=MatrixFreeImplicit)
     threshold: float = eqx.field(static=True, default=0.7)
+    back_ratio: float = eqx.field(static=True, default=3.0)
     patience: int = eqx.field(static=True, default=10)
+    backoff: int = eqx.field(static=True, default=4)
+    min_iterations: int = eqx.field(static=True, default=10)
+    min_remaining: int = eqx.field(static=True, default=200)
+    max_segments: int = eqx.field(static=True, default=8)
 
     def __check_init__(self):
         if type(self.explicit).__name__ not in _STABILITY_BOUNDARY:
@@ -165,18 +184,31 @@ class AutoSwitch(eqx.Module):
             )
         if not isinstance(self.implicit, MatrixFreeImplicit):
             raise TypeError(message("implicit", "be a gflow.MatrixFreeImplicit", type(self.implicit).__name__))
+        if not 0 < self.threshold < 2:
+            raise ValueError(message("threshold", "lie in (0, 2)", self.threshold))
+        if not self.back_ratio > 0:
+            raise ValueError(message("back_ratio", "be > 0", self.back_ratio))
+        for name in ("patience", "backoff", "min_iterations", "min_remaining"):
+            if getattr(self, name) < 1:
+                raise ValueError(message(name, "be ≥ 1", getattr(self, name)))
+        if self.max_segments < 1:
+            raise ValueError(message("max_segments", "be ≥ 1", self.max_segments))
 
     @property
     def stability_boundary(self) -> float:
         return _STABILITY_BOUNDARY[type(self.explicit).__name__]
 
 
-SOLVER_NAMES = ("explicit", "implicit", "auto")
+SOLVER_NAMES = ("auto", "explicit", "implicit")
+
+#: What `solve_flow(solver=None)` and `sweep(solver=None)` use.
+DEFAULT_SOLVER = "auto"
 
 
 def resolve_solver(solver: Any, atol: Any = 1e-10) -> diffrax.AbstractSolver | AutoSwitch:
     """None/"explicit" → Tsit5; "implicit" → MatrixFreeImplicit(); "auto" → AutoSwitch();
-    a MatrixFreeImplicit → its diffrax solver; a diffrax solver or AutoSwitch as given."""
+    a MatrixFreeImplicit → its diffrax solver; a diffrax solver or AutoSwitch as given.
+    (None is Tsit5 here, for reduced theory ODEs; `solve_flow` maps None to DEFAULT_SOLVER.)"""
     if solver is None or (isinstance(solver, str) and solver == "explicit"):
         return diffrax.Tsit5()
     if isinstance(solver, str):
@@ -194,67 +226,13 @@ def resolve_solver(solver: Any, atol: Any = 1e-10) -> diffrax.AbstractSolver | A
     )
 
 
+def flow_solver(solver: Any, atol: Any = 1e-10) -> diffrax.AbstractSolver | AutoSwitch:
+    """`resolve_solver` with None meaning gflow's default for gradient flows ("auto")."""
+    return resolve_solver(DEFAULT_SOLVER if solver is None else solver, atol)
+
+
 def is_implicit(solver: diffrax.AbstractSolver) -> bool:
     return isinstance(solver, diffrax.AbstractImplicitSolver)
-
-
-class _MonitorState(eqx.Module):
-    inner: Any
-    vector: Any
-    lam: jax.Array
-    count: jax.Array
-
-
-class StiffnessMonitor(AbstractWrappedController):
-    """Wraps an adaptive controller; ends the solve once the explicit step is stiffness-limited.
-
-    Each step does one power-iteration step u ← Ju/‖Ju‖ on the vector field's Jacobian J at the
-    step's start (a Hessian-vector product), so λ̂ = ‖Ju‖ ≤ ρ(J) tracks λ_max from below (an
-    underestimate can only delay a switch). A step is stiffness-limited when h·λ̂ ≥ `limit`;
-    after `patience` of them in a row the controller returns `RESULTS.event_occurred`, which
-    stops diffrax's loop at the end of that (accepted) step with an okay result.
-    """
-
-    inner: diffrax.AbstractAdaptiveStepSizeController
-    vector_field: Callable
-    limit: float
-    patience: int = eqx.field(static=True)
-
-    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
-        tnext, inner = self.inner.init(terms, t0, t1, y0, dt0, args, func, error_order)
-        leaves, treedef = jax.tree_util.tree_flatten(y0)
-        keys = jr.split(jr.PRNGKey(0), len(leaves))
-        vector = jax.tree_util.tree_unflatten(
-            treedef, [jr.normal(k, jnp.shape(x), jnp.result_type(x)) for k, x in zip(keys, leaves)]
-        )
-        vector = _normalise(vector)
-        dtype = jnp.result_type(t0)
-        return tnext, _MonitorState(inner, vector, jnp.zeros((), dtype), jnp.zeros((), jnp.int32))
-
-    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
-        state = controller_state
-        keep, next_t0, next_t1, made_jump, inner, result = self.inner.adapt_step_size(
-            t0, t1, y0, y1_candidate, args, y_error, error_order, state.inner
-        )
-        _, jv = jax.jvp(lambda y: self.vector_field(t0, y, args), (y0,), (state.vector,))
-        lam = jnp.sqrt(_dot(jv, jv)).astype(state.lam.dtype)
-        ok = jnp.isfinite(lam) & (lam > 0)
-        vector = jax.tree_util.tree_map(lambda v, u: jnp.where(ok, v / jnp.where(ok, lam, 1), u), jv, state.vector)
-        lam = jnp.where(ok, lam, state.lam)
-        stiff_step = (t1 - t0) * lam >= self.limit
-        count = jnp.where(stiff_step, state.count + 1, jnp.where(keep, 0, state.count))
-        stop = keep & (count >= self.patience)
-        result = diffrax.RESULTS.where(stop & diffrax.is_successful(result), diffrax.RESULTS.event_occurred, result)
-        return keep, next_t0, next_t1, made_jump, _MonitorState(inner, vector, lam, count), result
-
-
-def _dot(x, y):
-    return sum(jnp.vdot(a, b).real for a, b in zip(jax.tree_util.tree_leaves(x), jax.tree_util.tree_leaves(y)))
-
-
-def _normalise(x):
-    n = jnp.sqrt(_dot(x, x))
-    return jax.tree_util.tree_map(lambda a: a / n, x)
 
 
 def enable_compilation_cache() -> str | None:
