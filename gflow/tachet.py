@@ -7,7 +7,8 @@ Setup: `orthogonal_features`, `cooccurring_features`, `proper_init`, `proper_cha
 `ReLUChain`. Theories (each `Theory.from_flow(flow)`, paired with `Theory.observables`):
 `TwoLayerModes` (hinge), `TwoLayerModesCE`, `BalancedCEMargins`, `LinearCEMargins`,
 `FrequencyStarvation`, `ChainModes`, `SoftmaxModes`. Single-unit results: `phase_region`
-(`REGION_D/F/R/S`), `crossing_time`, `death_time`, `clock_delay`, `ensemble_error`. Figures:
+(`REGION_D/F/R/S`), `crossing_time`, `death_time`, `clock_delay`, `ensemble_error`, and the simulated
+phase map `phase_map_margins`. Figures:
 `FIGURES` and the `fig_*` functions (also `gflow reproduce tachet-…`).
 """
 
@@ -36,6 +37,7 @@ from ._theory.tachet.figures import fig_starvation as fig_starvation
 from ._theory.tachet.margins import BalancedCEMargins as BalancedCEMargins
 from ._theory.tachet.margins import LinearCEMargins as LinearCEMargins
 from ._theory.tachet.margins import linear_weights as linear_weights
+from ._theory.tachet.phase_map import phase_map_margins as phase_map_margins
 from ._theory.tachet.setup import cooccurring_features as cooccurring_features
 from ._theory.tachet.setup import orthogonal_features as orthogonal_features
 from ._theory.tachet.setup import proper_chain_init as proper_chain_init
@@ -70,7 +72,7 @@ __all__ = [
     "first_layer_strengths", "output_weights", "linear_weights", "logit_gaps",
     # single-unit results
     "phase_region", "REGION_D", "REGION_F", "REGION_R", "REGION_S", "crossing_time", "death_time",
-    "clock_delay", "ensemble_error",
+    "clock_delay", "ensemble_error", "phase_map_margins",
     # figures
     "FIGURES", "fig_modes", "fig_error", "fig_phase", "fig_speed", "fig_ce_vs_hinge", "fig_starvation",
     "fig_depth", "fig_digits",

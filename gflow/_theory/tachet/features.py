@@ -26,8 +26,8 @@ from .._regime import check_flow
 def require_concrete(*arrays) -> None:
     """Seeding reads the data and init with NumPy: refuse traced arrays by name."""
     if not all(is_concrete(a) for a in arrays):
-        raise ValueError(message("from_flow", "be called outside jit/vmap (it reads the data and init to find the modes)",
-                                 "traced arrays", "Build the theory first, then jit/vmap the theory itself."))
+        raise ValueError(message("from_flow", "be called outside jit/vmap (it reads the data and init to find the "
+                                 "modes)", "traced arrays", "Build the theory first, then jit/vmap the theory itself."))
 
 
 def feature_modes(data: Dataset, name: str, *, features=None, atol: float = 1e-10):

@@ -12,7 +12,6 @@ PNG into `out` and returns its paths; `small=True` is a quick low-resolution pas
 from pathlib import Path
 
 import diffrax
-import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -28,6 +27,7 @@ from ..._special import expi
 from ..base import relative_error
 from .clocks import REGION_R, crossing_time, ensemble_error, phase_region
 from .margins import BalancedCEMargins, LinearCEMargins, linear_weights
+from .phase_map import phase_map_margins
 from .setup import cooccurring_features, orthogonal_features, proper_chain_init, proper_init
 from .starvation import FrequencyStarvation
 from .two_layer import TwoLayerModes, TwoLayerModesCE
@@ -130,19 +130,11 @@ def fig_error(out: Path, small: bool) -> list[Path]:
 @register("tachet-phase", "F3: initial-parameter phase diagram (u0, ṽ0), coloured by the simulated final margin")
 def fig_phase(out: Path, small: bool) -> list[Path]:
     plt = _pyplot()
-    n = 24 if small else 64
+    n = 16 if small else 64  # small: the grid of test_tachet's phase-map check (one compile)
     grid = jnp.linspace(-1.0, 1.0, n)
     U, V = jnp.meshgrid(grid + 0.0071, grid + 0.013, indexing="ij")
-    data = orthogonal_features((1.0,), (1,), (1.0,), 1)
     T = 100.0
-
-    def final_margin(u0, v0):
-        model = TwoLayer(1, 1, "relu", w=u0.reshape(1, 1), a=v0.reshape(1, 1))
-        sol = solve_flow(GradientFlow(model, logistic, data), T, ts=jnp.array([T]),
-                            observables=["margins"], rtol=1e-8, atol=1e-10)
-        return sol.observables["margins"][-1, 0]
-
-    z = np.asarray(jax.jit(jax.vmap(final_margin))(U.ravel(), V.ravel())).reshape(n, n)
+    z = np.asarray(phase_map_margins(U.ravel(), V.ravel(), T)).reshape(n, n)
     fig, ax = plt.subplots(figsize=(5.2, 4.4))
     mesh = ax.pcolormesh(np.asarray(U), np.asarray(V), z, shading="auto", cmap="viridis")
     fig.colorbar(mesh, ax=ax, label=f"final margin z(T = {T:g}) (CE)")
@@ -239,7 +231,8 @@ def fig_starvation(out: Path, small: bool) -> list[Path]:
     data = cooccurring_features((2.0, 0.5), (1, 0), 2)
     flow = GradientFlow(ReLUChain((), jnp.zeros((1, 2))), logistic, data)
     theory = LinearCEMargins.from_flow(flow)
-    sol = solve_flow(flow, ts[-1], ts=ts, observables={"weights": linear_weights}, solver=SOLVER, rtol=RTOL, atol=ATOL)
+    sol = solve_flow(flow, ts[-1], ts=ts, observables={"weights": linear_weights}, solver=SOLVER,
+                     rtol=RTOL, atol=ATOL)
     dense = jnp.logspace(-2, 6, 300)
     w = theory.evaluate(dense)["weights"]
     alone = LinearCEMargins.from_flow(GradientFlow(ReLUChain((), jnp.zeros((1, 2))), logistic,
@@ -255,9 +248,11 @@ def fig_starvation(out: Path, small: bool) -> list[Path]:
     ax = axes[1]
     for j, q in enumerate((0.1, 0.5, 0.9)):
         n_both = round(q * 10)
-        flow = GradientFlow(ReLUChain((), jnp.zeros((1, 2))), logistic, cooccurring_features((1.0, 1.0), (n_both, 10 - n_both), 2))
+        data = cooccurring_features((1.0, 1.0), (n_both, 10 - n_both), 2)
+        flow = GradientFlow(ReLUChain((), jnp.zeros((1, 2))), logistic, data)
         th = FrequencyStarvation.from_flow(flow)
-        sol = solve_flow(flow, ts[-1], ts=ts, observables={"weights": linear_weights}, solver=SOLVER, rtol=RTOL, atol=ATOL)
+        sol = solve_flow(flow, ts[-1], ts=ts, observables={"weights": linear_weights}, solver=SOLVER,
+                         rtol=RTOL, atol=ATOL)
         pred = th.evaluate(dense, solver=SOLVER, rtol=1e-12, atol=1e-14)["weights"]
         ax.plot(dense, pred[:, 0], "-", color=f"C{j}", label=f"q = {q}: w₁")
         ax.plot(dense, pred[:, 1], "--", color=f"C{j}", label=f"q = {q}: w₂ (rare feature)")
@@ -283,9 +278,10 @@ def fig_depth(out: Path, small: bool) -> list[Path]:
         ax.plot(sol.ts, sol.observables["margins"][:, 0], "o", ms=3, mfc="none", color=f"C{L - 1}",
                 label=f"L = {L} simulation")
         if L == 1:
-            ax.plot(dense, LinearCEMargins.from_flow(flow).mode_margins(dense)[:, 0], "-", color="C0", label="L = 1 theory (R3d)")
+            z = LinearCEMargins.from_flow(flow).mode_margins(dense)[:, 0]
+            ax.plot(dense, z, "-", color="C0", label="L = 1 theory (R3d)")
         if L == 2:
-            th = BalancedCEMargins(jnp.array([z0]), jnp.array([1.0]), jnp.array([1.0]), jnp.array([0]), jnp.asarray(1.0))
+            th = BalancedCEMargins(jnp.array([z0]), jnp.array([1.0]), jnp.array([1.0]), jnp.array([0]), 1.0)
             ax.plot(dense, th.mode_margins(dense)[:, 0], "-", color="C1", label="L = 2 theory (R3a)")
     ax.set(xscale="log", xlabel="t", ylabel="margin z(t)", title="depth: slower start at small z0, faster late (CE)")
     ax.legend(frameon=False, fontsize=7)
@@ -323,6 +319,7 @@ def fig_digits(out: Path, small: bool) -> list[Path]:
 
         sol = solve_flow(flow, ts[-1], ts=ts, observables={"pixel": pixel_margin}, rtol=1e-8, atol=1e-10)
         ax.plot(sol.ts, sol.observables["pixel"], style, label=f"easy feature on {int(frac * 100)}% of samples")
-    ax.set(xscale="log", xlabel="t", ylabel="mean margin from the pixels", title="digits 3 vs 8: starvation of the pixel features")
+    ax.set(xscale="log", xlabel="t", ylabel="mean margin from the pixels",
+           title="digits 3 vs 8: starvation of the pixel features")
     ax.legend(frameon=False, fontsize=7)
     return save_figure(fig, out, "tachet-digits")
