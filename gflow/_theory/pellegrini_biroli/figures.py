@@ -1,5 +1,9 @@
 """Pellegrini & Biroli 2020: figures for the notebook and `gflow reproduce pb-<name>`.
 
+??? cite "Reference"
+    F. Pellegrini and G. Biroli, "An analytic theory of shallow networks dynamics for hinge loss
+    classification", NeurIPS 2020 (arXiv:2006.11209), Fig. 1 and the finite-M, finite-P studies.
+
 Simulations of the full network use gradient descent on the mean-field clock (Euler steps Δτ of
 dθ/dτ = −(M/α)∇L, i.e. τ = α·lr·steps/M), as the paper did: on generic (non-symmetric) finite
 data the linear-hinge flow enters sliding modes where a satisfied sample is pushed back below the
@@ -14,11 +18,12 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-import gflow as gf
-
-from .._plotting import _pyplot, save_figure
-from .._reproduce import register
-from .._theory import pellegrini_biroli as pb
+from ..._models.two_layer import TwoLayer
+from ..._plotting import _pyplot, save_figure
+from ..._reproduce import register
+from .mean_field import MeanFieldHinge
+from .setup import mean_field_hinge_flow, separable_gaussian
+from .width import finite_width_sweep
 
 
 @partial(jax.jit, static_argnames=("num_saves", "save_every", "margin"))
@@ -64,9 +69,9 @@ def fig1_setup(small: bool):
     """Fig. 1 problem: M = 400, P = 1e5, d = 100, α = 1, h = 1 (small: M = 64, P = 2000, d = 20)."""
     M, P, d = (64, 2000, 20) if small else (400, 100_000, 100)
     kd, km, kt = jr.split(jr.PRNGKey(0), 3)
-    data = pb.separable_gaussian(P, d, key=kd)
-    model = gf.TwoLayer(d, M, "relu", scaling="mean_field", alpha=1.0, key=km)
-    return pb.mean_field_hinge_flow(model, data, 1.0), jr.normal(kt, (2000 if small else 100_000, d))
+    data = separable_gaussian(P, d, key=kd)
+    model = TwoLayer(d, M, "relu", scaling="mean_field", alpha=1.0, key=km)
+    return mean_field_hinge_flow(model, data, 1.0), jr.normal(kt, (2000 if small else 100_000, d))
 
 
 _CACHE: dict = {}
@@ -78,7 +83,7 @@ def fig1_run(small: bool):
         teacher = jnp.eye(flow.data.d)[0]
         dtau, saves, every = (0.02, 100, 10) if small else (0.01, 200, 50)
         ts, obs, first = gradient_descent_path(flow, dtau, saves, every, 1.0, teacher, x_test)
-        theory = pb.MeanFieldHinge.from_flow(flow, teacher)
+        theory = MeanFieldHinge.from_flow(flow, teacher)
         _CACHE[("fig1", small)] = (flow, theory, ts, obs, first)
     return _CACHE[("fig1", small)]
 
@@ -143,10 +148,10 @@ def rich_lazy(out: Path, small: bool) -> list[Path]:
     d = 20 if small else 100
     alphas = jnp.array([0.1, 1.0, 10.0])
     ts = jnp.concatenate([jnp.zeros(1), jnp.geomspace(1e-2, 1e5, 150)])
-    obs = jax.jit(jax.vmap(lambda a: pb.MeanFieldHinge(d=d, alpha=a).evaluate(ts)))(alphas)
+    obs = jax.jit(jax.vmap(lambda a: MeanFieldHinge(d=d, alpha=a).evaluate(ts)))(alphas)
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     for k, a in enumerate(alphas):
-        A = float(pb.MeanFieldHinge(d=d, alpha=a).knob)
+        A = float(MeanFieldHinge(d=d, alpha=a).knob)
         ax[0].plot(ts[1:], obs["gamma"][k, 1:], label=f"α = {float(a):g} (A = {A:.3g})")
         ax[1].plot(ts[1:], obs["unsatisfied_fraction"][k, 1:], label=f"α = {float(a):g}")
     ax[0].set(xscale="log", xlabel="τ", ylabel="γ(τ)", title="rich (large γ) vs lazy (small γ)")
@@ -159,7 +164,7 @@ def rich_lazy(out: Path, small: bool) -> list[Path]:
 @register("pb-slowing-down", "Slowing down: u(τ) and the hinge loss ∝ τ^{-1/2} on log-log axes")
 def slowing_down(out: Path, small: bool) -> list[Path]:
     plt = _pyplot()
-    theory = pb.MeanFieldHinge(d=100)
+    theory = MeanFieldHinge(d=100)
     ts = jnp.concatenate([jnp.zeros(1), jnp.geomspace(1e-2, 1e7, 200)])
     obs = theory.evaluate(ts)
     lt = theory.late_time()
@@ -177,8 +182,8 @@ def slowing_down(out: Path, small: bool) -> list[Path]:
 def width(out: Path, small: bool) -> list[Path]:
     plt = _pyplot()
     widths, seeds, P = ((16, 64), 4, 80) if small else ((32, 64, 128, 256, 512), 8, 400)
-    data = pb.separable_gaussian(P, 8, key=jr.PRNGKey(0), stratified=True, symmetrized=True)
-    r = pb.finite_width_sweep(widths, seeds, data, key=jr.PRNGKey(2), alpha=2.0, rtol=1e-5, atol=1e-7)
+    data = separable_gaussian(P, 8, key=jr.PRNGKey(0), stratified=True, symmetrized=True)
+    r = finite_width_sweep(widths, seeds, data, key=jr.PRNGKey(2), alpha=2.0, rtol=1e-5, atol=1e-7)
     Ms = np.asarray(r.widths)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     mean, sem = np.mean(r.errors, 1), np.std(r.errors, 1, ddof=1) / np.sqrt(seeds)
@@ -198,9 +203,9 @@ def overfitting(out: Path, small: bool) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 4))
     x_test = jr.normal(jr.PRNGKey(9), (2000 if small else 20_000, d))
     for k, P in enumerate(Ps):
-        data = pb.separable_gaussian(P, d, key=jr.PRNGKey(10 + k))
-        model = gf.TwoLayer(d, M, "relu", scaling="mean_field", alpha=1.0, key=jr.PRNGKey(20 + k))
-        flow = pb.mean_field_hinge_flow(model, data, 1.0)
+        data = separable_gaussian(P, d, key=jr.PRNGKey(10 + k))
+        model = TwoLayer(d, M, "relu", scaling="mean_field", alpha=1.0, key=jr.PRNGKey(20 + k))
+        flow = mean_field_hinge_flow(model, data, 1.0)
         ts, obs, _ = gradient_descent_path(flow, dtau, saves, every, 1.0, jnp.eye(d)[0], x_test)
         ax.plot(ts[1:], obs["train_error"][1:], "--", color=f"C{k}", label=f"train, P = {P}")
         ax.plot(ts[1:], obs["test_error"][1:], "-", color=f"C{k}", label=f"test, P = {P}")
