@@ -13,6 +13,7 @@ from ._validate import message
 
 _FIGURE_MODULES = (
     "gflow._theory.saxe.figures",
+    "gflow._theory.ntk.figures",
     "gflow._theory.pellegrini_biroli.figures",
     "gflow._theory.bmz.figures",
     "gflow._theory.tachet.figures",

@@ -1,1 +1,0 @@
-"""Figure code for `gflow reproduce` and the notebooks (thin wrappers over the public API)."""
