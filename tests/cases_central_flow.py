@@ -1,0 +1,69 @@
+"""THEORY_CASES row of the central flow (Cohen, Damian et al., ICLR 2025, arXiv:2410.24206).
+
+Before gradient descent reaches the edge of stability (η κ S < 2) the central flow IS gradient
+flow (σ² = 0), so on a horizon that ends before the edge it agrees with `solve_flow` to the
+integrators' accuracy. The edge-of-stability phase, where it does not, is checked against
+gradient descent in tests/test_central_flow.py."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from helpers import TheoryCase
+
+import gflow as gf
+import gflow.central_flow as cf
+
+
+@functools.cache
+def central_flow_problem():
+    """Squared-error tanh net, d = 3, width 8 (P = 32, so Lanczos spans the whole space and the
+    sharpness is exact to round-off), n = 10, float64."""
+    kx, km = jr.split(jr.PRNGKey(11))
+    x = jr.normal(kx, (10, 3))
+    y = jnp.sin(x @ jnp.array([1.5, -1.0, 0.5]))[:, None]
+    return gf.GradientFlow(gf.TwoLayer(3, 8, "tanh", key=km), gf.squared_error, gf.Dataset(x, y))
+
+
+def _eta():
+    # η κ S(θ0) = 1: halfway to the edge at t = 0; over t ≤ 2 the sharpness stays far below
+    # 2/η (asserted in tests/test_central_flow.py), so σ² = 0 on the whole horizon.
+    flow = central_flow_problem()
+    return 1.0 / float(cf.sharpness(0.0, flow.params0, flow))
+
+
+def _perturbed(flow):
+    params = jax.tree_util.tree_map(lambda p: 1.02 * p, flow.params0)
+    return gf.GradientFlow(flow.model(params), flow.loss, flow.data)
+
+
+def _rated():
+    flow = central_flow_problem()
+    return gf.GradientFlow(flow.model0, flow.loss, flow.data,
+                           rates=jax.tree_util.tree_map(lambda p: 2.0, flow.params0))
+
+
+CASES = (
+    TheoryCase(
+        name="central_flow_before_edge",
+        make_flow=central_flow_problem,
+        theory=cf.CentralFlow,
+        options={"learning_rate": _eta()},
+        t1=2.0,
+        # σ² = 0 before the edge: the same ODE as solve_flow, integrated by the theory at its
+        # default rtol 1e-8 and by the simulation at 1e-10 (helpers.SOLVER_RTOL): the loss and
+        # the sharpness agree to ~10·rtol = 1e-7 (a global error a few times the local
+        # tolerance); 1e-6 leaves a factor 10. The sharpness is exact Lanczos (P = 32) on both.
+        tolerance=1e-6,
+        perturb=_perturbed,  # a 2 % larger start: misses by ≫ 10 × 1e-6
+        regime_errors=(
+            (central_flow_problem, {"learning_rate": 0.0}, r"`learning_rate` must be finite and > 0"),
+            (central_flow_problem, {"learning_rate": -1.0}, r"`learning_rate` must be finite and > 0"),
+            (_rated, {}, r"CentralFlow assumes equal rates for all parameters"),
+            # past the edge at the start: 3/S(θ0) puts η κ S(θ0) = 3 > 2
+            (central_flow_problem, {"learning_rate": 3.0 * _eta()},
+             r"CentralFlow assumes a start inside the stable region"),
+        ),
+    ),
+)
