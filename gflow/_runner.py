@@ -12,8 +12,17 @@ pending members. Every member then costs its own steps plus less than `budget` i
 The member's solve is that of `solve_flow(make_flow(key, hyper), t1, ts=ts, throw=False)`:
 the same solver, tolerances (scaled for padded widths/data exactly as `solve_flow` does),
 save grid and `max_steps`.
+
+With `solver="auto"` (the default) there are two pools of slots, one per solver (two compiles,
+the implicit one only once a member switches): a member starts in the explicit pool; when its
+stiffness monitor ends a segment (`gflow._flow.switching`), the member's carry (state, saves,
+counters, segment record) goes to the host and enters the other pool at its next free slot,
+so explicit and implicit members never step in lockstep with each other either. The segment
+logic is `solve_flow`'s own (`AutoPlan`), so a swept member is the same step sequence.
 """
 
+import collections
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
@@ -25,6 +34,7 @@ import numpy as np
 from diffrax._term import WrapTerm
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
+from ._flow.controllers import AbstractWrappedController
 from ._flow.solve import (
     _AuditedField,
     _OnParams,
@@ -34,8 +44,8 @@ from ._flow.solve import (
     member_tolerances,
     step_tolerances,
 )
-from ._flow.controllers import AbstractWrappedController
-from ._flow.solvers import AutoSwitch, resolve_solver
+from ._flow.solvers import AutoSwitch, flow_solver
+from ._flow.switching import MAX_STEPS_CODE, AutoPlan, SegmentCarry, probe
 from ._validate import message
 
 _MAX_STEPS = int(diffrax.RESULTS.max_steps_reached._value)
@@ -106,14 +116,92 @@ class SlotProgram(eqx.Module):
     budget: int = eqx.field(static=True)
     max_steps: int = eqx.field(static=True)
 
+    @property
+    def switching(self) -> bool:
+        """Whether members switch solvers (`solver` "auto"/None/AutoSwitch): two pools."""
+        return isinstance(flow_solver(self.solver), AutoSwitch)
+
     def setup(self, flow):
         rtol, atol = member_tolerances(flow.params0, self.rtol, self.atol)
         step_rtol, step_atol = step_tolerances(flow, rtol, atol)
-        solver = resolve_solver(self.solver, step_atol)
+        solver = flow_solver(self.solver, step_atol)
         if isinstance(solver, AutoSwitch):
-            raise ValueError(message("solver", "be a single solver in the slot runner", "'auto'"))
+            raise ValueError(message("solver", "be a single solver here (auto runs through `plan`)", "'auto'"))
         controller = _ResumableController(flow_controller(step_rtol, step_atol, norm=_params_norm))
         return solver, controller
+
+    # The switching (auto) path: one pool of slots per solver, members moved between them.
+    def plan(self, flow) -> AutoPlan:
+        """`integrate`'s plan for this member (same tolerances, controller, field, saves)."""
+        rtol, atol = member_tolerances(flow.params0, self.rtol, self.atol)
+        step_rtol, step_atol = step_tolerances(flow, rtol, atol)
+        auto = flow_solver(self.solver, step_atol)
+        return AutoPlan(auto, probe(auto.explicit), auto.implicit.diffrax_solver(step_atol),
+                        flow_controller(step_rtol, step_atol, norm=_params_norm), _AuditedField(), self.ts,
+                        _OnParams(self.save), None, jnp.asarray(self.t1, self.ts.dtype), None, self.max_steps)
+
+    def start(self, key, hyper) -> SegmentCarry:
+        """A fresh member's carry at t0 = 0 (before its first, explicit, segment)."""
+        flow = self.build(key, hyper)
+        return self.plan(flow).start(audited_state(flow.params0), 0.0, flow)
+
+    def enter(self, carry: SegmentCarry, key, hyper, *, implicit: bool) -> "AutoSlot":
+        """Start the member's next segment (solver `implicit`) in a slot: the first step and the
+        solver/controller states that `diffeqsolve` would make from the carry."""
+        flow = self.build(key, hyper)
+        plan = self.plan(flow)
+        solver = plan.solver(implicit)
+        controller = _ResumableController(plan.monitor(carry, implicit))
+        terms = WrapTerm(diffrax.ODETerm(_AuditedField()), jnp.asarray(1))
+        t0 = carry.t
+        dt0 = plan.first_step(carry, implicit, flow)
+        tnext, cstate = controller.init(terms, t0, plan.t1, carry.y, dt0, flow, solver.func, solver.error_order(terms))
+        tnext = jnp.minimum(tnext, plan.t1)
+        cstate = (cstate[0], tnext - t0)
+        sstate = solver.init(terms, t0, tnext, carry.y, flow)
+        zero = jnp.zeros((), jnp.int32)
+        return AutoSlot(carry, t0, carry.y, carry.saved, sstate, cstate, jnp.asarray(False), zero, zero, zero, zero,
+                        jnp.asarray(False))
+
+    def advance_auto(self, state: "AutoSlot", key, hyper, *, implicit: bool) -> "AutoSlot":
+        """At most `budget` more steps of the member's current segment; at its end the carry
+        after it (`released`)."""
+        flow = self.build(key, hyper)
+        plan = self.plan(flow)
+        carry = state.carry
+        solver = plan.solver(implicit)
+        controller = _ResumableController(plan.monitor(carry, implicit))
+        short = 1e-3 * max(abs(self.t1), 1.0)
+        t0 = jnp.where(state.released, self.t1 - short, state.t)
+        dt0 = jnp.where(state.released, short, state.controller_state[1])
+        saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=jnp.clip(self.ts, t0, self.t1), fn=plan.save),
+                                      diffrax.SubSaveAt(t1=True)],
+                                solver_state=True, controller_state=True, made_jump=True)
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(_AuditedField()), solver, t0, self.t1, dt0, state.y, flow,
+            saveat=saveat, stepsize_controller=controller, max_steps=self.budget, throw=False,
+            solver_state=state.solver_state, controller_state=state.controller_state, made_jump=state.made_jump,
+        )
+        seg_saved, y_final = sol.ys
+        y_final = jax.tree_util.tree_map(lambda y: y[0], y_final)
+        t_final = sol.ts[1][0]
+        first_piece = (carry.num_steps == 0) & (state.steps == 0)
+        fresh = (self.ts > state.t) | first_piece
+        merge = lambda new, old: jnp.where(fresh.reshape(-1, *([1] * (old.ndim - 1))), new, old)  # noqa: E731
+        saved = jax.tree_util.tree_map(merge, seg_saved, state.saved)
+        n = sol.stats["num_steps"].astype(jnp.int32)
+        steps = state.steps + n
+        accepted = state.accepted + sol.stats["num_accepted_steps"].astype(jnp.int32)
+        rejected = state.rejected + sol.stats["num_rejected_steps"].astype(jnp.int32)
+        code = sol.result._value.astype(jnp.int32)
+        over = (code != MAX_STEPS_CODE) | (carry.num_steps + steps >= self.max_steps)
+        after = plan.end_segment(carry, implicit, t_final=t_final, y_final=y_final, saved=saved, num_steps=steps,
+                                 num_accepted=accepted, num_rejected=rejected, code=code, event_mask=None)
+        carry = jax.tree_util.tree_map(lambda a, b: jnp.where(over, a, b), after, carry)
+        new = AutoSlot(carry, t_final, y_final, saved, sol.solver_state, sol.controller_state,
+                       jnp.asarray(sol.made_jump), steps, accepted, rejected, n, over)
+        new = jax.tree_util.tree_map(lambda a, b: jnp.where(state.released, a, b), state, new)
+        return eqx.tree_at(lambda s: s.last_steps, new, jnp.where(state.released, 0, n))
 
     def init(self, key, hyper) -> SlotState:
         flow = self.build(key, hyper)
@@ -145,7 +233,8 @@ class SlotProgram(eqx.Module):
         t0 = jnp.where(state.done, self.t1 - short, state.t)
         dt0 = jnp.where(state.done, short, state.controller_state[1])
         seg_ts = jnp.clip(self.ts, t0, self.t1)
-        saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=seg_ts, fn=_OnParams(self.save)), diffrax.SubSaveAt(t1=True)],
+        saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=seg_ts, fn=_OnParams(self.save)),
+                                      diffrax.SubSaveAt(t1=True)],
                                 solver_state=True, controller_state=True, made_jump=True)
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(_AuditedField()), solver, t0, self.t1, dt0, state.y, flow,
@@ -170,6 +259,23 @@ class SlotProgram(eqx.Module):
         return jax.tree_util.tree_map(lambda a, b: jnp.where(state.done, a, b), state, new)
 
 
+class AutoSlot(eqx.Module):
+    """One member's segment in flight in a pool of the switching runner."""
+
+    carry: SegmentCarry  # at the segment's start; once `released`, after it
+    t: Float[Array, ""]
+    y: PyTree
+    saved: dict
+    solver_state: PyTree
+    controller_state: PyTree
+    made_jump: Bool[Array, ""]
+    steps: Int[Array, ""]  # of this segment so far
+    accepted: Int[Array, ""]
+    rejected: Int[Array, ""]
+    last_steps: Int[Array, ""]  # in the last call
+    released: Bool[Array, ""]  # the segment is over (or the slot is idle)
+
+
 def _select(mask, new, old):
     """Per-slot `where` over a batched pytree (mask (S,))."""
     return jax.tree_util.tree_map(
@@ -184,9 +290,28 @@ class SlotFunctions(NamedTuple):
     read: Callable
 
 
-def slot_functions(program: SlotProgram, readout: Callable, wrap: Callable = lambda f: f) -> SlotFunctions:
+class SwitchingFunctions(NamedTuple):
+    """The jitted pieces of the switching (auto) runner: per pool (explicit, implicit)."""
+
+    start: Callable
+    enter: tuple[Callable, Callable]
+    advance: tuple[Callable, Callable]
+    read: Callable
+
+
+def slot_functions(program: SlotProgram, readout: Callable,
+                   wrap: Callable = lambda f: f) -> SlotFunctions | SwitchingFunctions:
     """`init`, `advance` and `readout` batched over slots (`wrap`: e.g. a shard_map over
-    devices) and jitted; each compiles once, on first use."""
+    devices) and jitted; each compiles once, on first use. A switching `program` (auto) gets
+    `SwitchingFunctions`: `readout` then reads a member's final `SegmentCarry`."""
+    batched = lambda f: jax.jit(wrap(jax.vmap(f)))  # noqa: E731
+    if program.switching:
+        return SwitchingFunctions(
+            start=batched(program.start),
+            enter=tuple(batched(functools.partial(program.enter, implicit=i)) for i in (False, True)),
+            advance=tuple(batched(functools.partial(program.advance_auto, implicit=i)) for i in (False, True)),
+            read=batched(readout),
+        )
     return SlotFunctions(
         init=jax.jit(wrap(jax.vmap(program.init))),
         advance=jax.jit(wrap(jax.vmap(program.advance))),
@@ -195,7 +320,7 @@ def slot_functions(program: SlotProgram, readout: Callable, wrap: Callable = lam
 
 
 def run_queue(
-    fns: SlotFunctions,
+    fns: "SlotFunctions | SwitchingFunctions",
     runs: Iterable[int],
     inputs: Callable[[np.ndarray], tuple[Any, Any]],
     *,
@@ -216,6 +341,9 @@ def run_queue(
     if stats is not None:
         stats.setdefault("slot_steps", 0)
         stats.setdefault("calls", 0)
+    if isinstance(fns, SwitchingFunctions):
+        yield from _run_switching(fns, runs, inputs, slots=slots, place=place, stats=stats)
+        return
     slot_run = np.full(slots, -1, np.int64)
     for i in range(slots):
         slot_run[i] = next(runs, -1)
@@ -250,3 +378,77 @@ def run_queue(
             for i in idx:
                 slot_run[i] = next(runs, -1)
                 refill[i] = slot_run[i] >= 0
+
+
+class _Pool:
+    """Host bookkeeping of one pool of the switching runner."""
+
+    def __init__(self, slots):
+        self.run = np.full(slots, -1, np.int64)  # the run in each slot, −1: idle
+        self.state = self.keys = self.hyper = None
+
+
+def _run_switching(fns: SwitchingFunctions, runs: Iterator[int], inputs, *, slots, place, stats):
+    """`run_queue` for switching members: pool 0 (explicit) takes new runs and members that switch
+    back, pool 1 (implicit) members that switch to implicit; each pool call advances only its
+    own slots, so a member pays its own steps in each solver. Members in transit wait (host
+    copies of their carry) for a free slot of the other pool."""
+    pools = (_Pool(slots), _Pool(slots))
+    waiting = (collections.deque(), collections.deque())  # (run, host carry)
+    exhausted = False
+    while True:
+        worked = False
+        for p, pool in enumerate(pools):
+            entering = []
+            for i in np.flatnonzero(pool.run < 0):
+                if waiting[p]:
+                    run, carry = waiting[p].popleft()
+                elif p == 0 and not exhausted:
+                    run, carry = next(runs, -1), None
+                    if run < 0:
+                        exhausted = True
+                        break
+                else:
+                    break
+                entering.append((int(i), int(run), carry))
+            if entering:
+                for i, run, _ in entering:
+                    pool.run[i] = run
+                occupied = pool.run >= 0
+                keys, hyper = inputs(np.where(occupied, pool.run, pool.run[occupied][0]))
+                keys, hyper = place(keys), jax.tree_util.tree_map(place, hyper)
+                carries = fns.start(keys, hyper)
+                moved = [(i, c) for i, _, c in entering if c is not None]
+                if moved:
+                    host = jax.tree_util.tree_map(np.array, carries)
+                    for i, c in moved:
+                        jax.tree_util.tree_map(lambda h, v, i=i: h.__setitem__(i, v), host, c)
+                    carries = jax.tree_util.tree_map(place, host)
+                fresh = fns.enter[p](carries, keys, hyper)
+                mask = np.zeros(slots, bool)
+                mask[[i for i, _, _ in entering]] = True
+                state = fresh if pool.state is None else _select(place(mask), fresh, pool.state)
+                pool.state = eqx.tree_at(lambda s: s.released, state, place(np.asarray(state.released) | ~occupied))
+                pool.keys, pool.hyper = keys, hyper
+            active = pool.run >= 0
+            if not active.any():
+                continue
+            worked = True
+            pool.state = fns.advance[p](pool.state, pool.keys, pool.hyper)
+            if stats is not None:
+                stats["slot_steps"] += int(np.max(np.asarray(pool.state.last_steps))) * slots
+                stats["calls"] += 1
+            released = np.asarray(pool.state.released) & active
+            if not released.any():
+                continue
+            idx = np.flatnonzero(released)
+            carries = jax.tree_util.tree_map(np.asarray, pool.state.carry)
+            finished = idx[carries.done[idx]]
+            if finished.size:
+                out = jax.tree_util.tree_map(np.asarray, fns.read(pool.state.carry, pool.keys, pool.hyper))
+                yield pool.run[finished], jax.tree_util.tree_map(lambda a: a[finished], out)
+            for i in idx[~carries.done[idx]]:
+                waiting[1 - p].append((int(pool.run[i]), jax.tree_util.tree_map(lambda a, i=i: a[i], carries)))
+            pool.run[idx] = -1
+        if not worked and exhausted and not waiting[0] and not waiting[1]:
+            return

@@ -24,9 +24,14 @@ def make_flow(key, hyper):
     return gf.GradientFlow(model, gf.squared_error, gf.Dataset(X, Y), time_scale=hyper["c"])
 
 
-def _single(key, c, ts, **kw):
+#: The single-solver tests run Tsit5: they test the slot mechanics with one solver, and their
+#: stiff member must stay explicit (under the default "auto" it switches and is no longer slow).
+TSIT5 = diffrax.Tsit5()
+
+
+def _single(key, c, ts, solver=TSIT5, **kw):
     flow = make_flow(key, {"c": jnp.asarray(float(c)), "init_scale": jnp.asarray(1.0)})
-    return gf.solve_flow(flow, T1, ts=ts, rtol=RTOL, atol=ATOL, throw=False, **kw)
+    return gf.solve_flow(flow, T1, ts=ts, rtol=RTOL, atol=ATOL, throw=False, solver=solver, **kw)
 
 
 def test_step_budget_divides_max_steps():
@@ -43,7 +48,7 @@ def test_stiff_member_does_not_slow_the_others_and_results_equal_single_solves()
     cs = [1.0] * 7 + [100.0]
     stats = {}
     ds = sweep(make_flow, 1, T1, grid={"c": cs}, num_times=11, rtol=RTOL, atol=ATOL, slots=2,
-               runner_stats=stats, progress=False)
+               runner_stats=stats, progress=False, solver=TSIT5)
     own = ds["num_steps"].values.ravel()
     assert own[-1] > 10 * own[:-1].max()  # the stiff member really is much slower
     # Counted work (each call costs its slowest slot's steps in both slots). With 2 slots no
@@ -78,7 +83,7 @@ def test_budget_boundaries_and_failures_match_single_solves():
         return make_flow(key, {**hyper, "init_scale": hyper["init_scale"] / hyper["init_scale"]})
 
     ds = sweep(nan_at_zero, 1, T1, grid=grid, num_times=11, rtol=RTOL, atol=ATOL, max_steps=40, slots=2,
-               on_failure="ignore", progress=False)
+               on_failure="ignore", progress=False, solver=TSIT5)
     codes = ds["result"].values.ravel().tolist()
     max_steps_code = int(diffrax.RESULTS.max_steps_reached._value)
     assert codes[1] == max_steps_code
@@ -88,3 +93,31 @@ def test_budget_boundaries_and_failures_match_single_solves():
     sol = _single(jr.split(jr.PRNGKey(0), 1)[0], 100.0, ts, max_steps=40)
     np.testing.assert_allclose(ds["loss"].isel(p=1, member=0).values, np.asarray(sol.observables["loss"]), rtol=1e-11)
     assert bool(ds["succeeded"].values.ravel()[1]) is False
+
+
+def test_auto_sweep_is_lockstep_free_and_members_equal_single_auto_solves():
+    """The default solver ("auto") through the slot runner: two pools (explicit, implicit) of one
+    slot each. The 100× stiffer member switches to implicit (and back and forth, by its own
+    record) while the other stays explicit; each pool call advances only its own slot, so the
+    counted work is exactly the members' own steps, summed, whereas a vmap (lockstep) steps
+    both members until the slower is done: ≥ 2 × the larger step count. Each member is the same
+    step sequence as its single `solve_flow(solver="auto")`."""
+    cs = [1.0, 100.0]
+    stats = {}
+    ds = sweep(make_flow, 1, T1, grid={"c": cs}, num_times=11, rtol=RTOL, atol=ATOL, slots=1,
+               runner_stats=stats, progress=False)
+    own = ds["num_steps"].values.ravel()
+    assert stats["slot_steps"] == own.sum()
+    assert stats["slot_steps"] < 0.7 * len(cs) * own.max()
+    ts = jnp.asarray(ds["time"].values)
+    key = jr.split(jr.PRNGKey(0), 1)[0]
+    records = []
+    for i, c in enumerate(cs):
+        sol = _single(key, c, ts, solver="auto", max_steps=16_384)
+        records.append(sol.stats["segment_solvers"].tolist())
+        assert int(ds["num_steps"].isel(c=i, member=0)) == int(sol.stats["num_steps"])
+        # The same steps; batched vs single arithmetic differs by round-off only.
+        np.testing.assert_allclose(ds["loss"].isel(c=i, member=0).values, np.asarray(sol.observables["loss"]), rtol=1e-11)
+        assert abs(float(ds["energy_residual"].isel(c=i, member=0)) - float(sol.stats["energy_residual"])) < 1e-3 * RTOL
+    assert records[0][:2] == [0, -1]  # c = 1: explicit only
+    assert 1 in records[1]  # c = 100: switched to implicit

@@ -118,12 +118,16 @@ def test_auto_switches_only_when_stiff():
     assert int(auto.stats["num_steps_implicit"]) > 0
     assert int(auto.stats["num_steps"]) == int(auto.stats["num_steps_explicit"] + auto.stats["num_steps_implicit"])
     assert int(auto.stats["num_steps"]) < int(explicit.stats["num_steps"]) / 3
+    # The record: one explicit segment, then implicit to t1 (λ_max = 1000 never collapses).
+    assert auto.stats["segment_solvers"].tolist()[:3] == [0, 1, -1]
+    assert float(auto.stats["segment_start_times"][1]) == float(auto.stats["switch_time"])
     np.testing.assert_allclose(auto.observables["loss"], explicit.observables["loss"], rtol=1e3 * RTOL, atol=1e3 * ATOL)
 
     mild = quadratic_flow((1.0, 2.0))
     auto, explicit = _solve(mild, "auto"), _solve(mild, "explicit")
     assert float(auto.stats["switch_time"]) == float("inf")
     assert int(auto.stats["num_steps_implicit"]) == 0
+    assert auto.stats["segment_solvers"].tolist()[:2] == [0, -1]
     assert int(auto.stats["num_steps"]) == int(explicit.stats["num_steps"])
     np.testing.assert_array_equal(auto.observables["loss"], explicit.observables["loss"])
 
@@ -206,3 +210,62 @@ def test_bad_solver_names_are_refused():
         gf.solve_flow(flow, 1.0, solver=3)
     with pytest.raises(ValueError, match="`order` must"):
         gf.MatrixFreeImplicit(order=2)
+
+
+class _Valley(gf.AbstractModel):
+    """Outputs (√A(u)·v, √β·u) on the two unit inputs: L = ¼(A(u)v² + β(u − 3)²), with
+    A(u) = 1000·exp(−u²/w²). The top Hessian eigenvalue A(u)/2 ≈ 500 is stiff while u ≈ 0;
+    v relaxes at once and u then drifts to 3 as u(t) ≈ 3(1 − e^{−βt/2}) (v ≈ 0), so with w = 1
+    the stiff eigenvalue collapses (A(2)/2 ≈ 9) as the flow leaves the valley; with w = 10³ it
+    stays ≈ 500 (the negative control)."""
+
+    u: Float[Array, ""]
+    v: Float[Array, ""]
+    w: Float[Array, ""]
+
+    def __call__(self, x):
+        a = 1000.0 * jnp.exp(-((self.u / jax.lax.stop_gradient(self.w)) ** 2))
+        return jnp.atleast_1d(x[0] * jnp.sqrt(a) * self.v + x[1] * jnp.sqrt(VALLEY_BETA) * self.u)
+
+
+VALLEY_BETA, VALLEY_T1 = 0.1, 100.0
+VALLEY_TS = jnp.array([0.0, 0.1, 1.0, 10.0, VALLEY_T1])
+
+
+def valley_flow(w):
+    data = gf.Dataset(jnp.eye(2), jnp.array([[0.0], [3.0 * jnp.sqrt(VALLEY_BETA)]]))
+    model = _Valley(jnp.asarray(0.0), jnp.asarray(1.0), jnp.asarray(w, dtype=float))
+    # w is a parameter whose gradient is stopped: it stays constant along the flow.
+    return gf.GradientFlow(model, gf.squared_error, data)
+
+
+def test_auto_switches_back_when_the_flow_leaves_the_stiff_region():
+    """Stiff early, non-stiff later (`_Valley`, w = 1): explicit → implicit once the fast mode has
+    relaxed (t < 1), implicit → explicit once λ_max has collapsed (the explicit step bound
+    3.5/λ_max is then within `back_ratio` of the implicit step), and no third switch. Asserted
+    from the per-segment record; the loss agrees with Tsit5's to 10³·rtol (each ≲ 10²·rtol off
+    the exact flow). Under vmap each member keeps its own record: the control member (w = 10³,
+    λ_max stays ≈ 500) switches to implicit and never back."""
+    flow = valley_flow(1.0)
+    kw = dict(ts=VALLEY_TS, rtol=RTOL, atol=ATOL)
+    explicit = gf.solve_flow(flow, VALLEY_T1, solver="explicit", **kw)
+    auto = gf.solve_flow(flow, VALLEY_T1, **kw)  # the default solver
+    np.testing.assert_allclose(auto.observables["loss"], explicit.observables["loss"], rtol=1e3 * RTOL)
+    assert auto.stats["segment_solvers"].tolist()[:4] == [0, 1, 0, -1]
+    assert int(auto.stats["num_segments"]) == 3
+    starts = auto.stats["segment_start_times"]
+    assert float(auto.stats["switch_time"]) == float(starts[1]) < 1.0
+    # At the switch back, u(t) ≈ 3(1 − e^{−βt/2}) has left the valley: λ_max = 500·e^{−u²}
+    # has dropped more than 10× (u > √ln 10), long before the end.
+    t_back = float(starts[2])
+    u_back = 3 * (1 - np.exp(-VALLEY_BETA * t_back / 2))
+    assert u_back > np.sqrt(np.log(10.0)) and t_back < VALLEY_T1 / 2
+    assert int(auto.stats["num_steps"]) == int(jnp.sum(auto.stats["segment_steps"]))
+    assert int(auto.stats["num_steps"]) < int(explicit.stats["num_steps"]) / 3
+    assert float(auto.stats["energy_residual"]) <= ENERGY_TOLERANCE * RTOL
+
+    both = jax.vmap(lambda w: gf.solve_flow(valley_flow(w), VALLEY_T1, throw=False, **kw))(jnp.array([1.0, 1e3]))
+    assert both.stats["segment_solvers"][0].tolist() == auto.stats["segment_solvers"].tolist()
+    assert int(both.stats["num_steps"][0]) == int(auto.stats["num_steps"])
+    np.testing.assert_allclose(both.observables["loss"][0], auto.observables["loss"], rtol=1e-10)
+    assert both.stats["segment_solvers"][1].tolist()[:3] == [0, 1, -1]  # control: stays implicit

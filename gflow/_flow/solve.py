@@ -25,7 +25,7 @@ from .events import TrainingEvent
 from .observables import resolve_observables
 from .problem import GradientFlow
 from .solvers import DEFAULT_SOLVER, AutoSwitch, MatrixFreeImplicit, resolve_solver
-from .switching import AutoPlan, probe, results_from_code, run_switching
+from .switching import AutoPlan, probe, run_switching
 
 MAX_STEPS_MESSAGE = (
     "The gradient-flow solve stopped before `t1`: the maximum number of solver steps "
@@ -95,7 +95,8 @@ def default_times(t0, t1, num_times: int = 121, decades: float = 6.0, *, dtype=N
     t0 = jnp.asarray(t0, dtype=dtype)
     t1 = jnp.asarray(t1, dtype=dtype)
     log_t1 = jnp.log10(t1)
-    from_zero = jnp.concatenate([jnp.zeros(1, dtype), jnp.logspace(log_t1 - decades, log_t1, num_times - 1, dtype=dtype)])
+    logs = jnp.logspace(log_t1 - decades, log_t1, num_times - 1, dtype=dtype)
+    from_zero = jnp.concatenate([jnp.zeros(1, dtype), logs])
     from_zero = from_zero.at[-1].set(t1)  # 10**log10(t1) can round above t1
     from_t0 = jnp.geomspace(jnp.where(t0 > 0, t0, 1.0), jnp.where(t0 > 0, t1, 2.0), num_times, dtype=dtype)
     if is_concrete(t0):
@@ -259,7 +260,9 @@ def _solution(seg: dict, ts, stats: dict, throw: bool) -> FlowSolution:
 # `solve_flow` calls with the same observables hit diffrax's compilation cache (a fresh closure
 # per call would recompile every time).
 class _SaveObservables(eqx.Module):
-    observables: tuple[tuple[str, Callable], ...] = eqx.field(static=True)
+    # Not static: an observable may be a Module holding arrays (`outputs_at(x)`), which then
+    # trace as inputs (same-shape x reuse the compiled solve).
+    observables: tuple[tuple[str, Callable], ...]
 
     def __call__(self, t, params, flow):
         return {name: fn(t, params, flow) for name, fn in self.observables}
@@ -355,7 +358,8 @@ def _make_event(events, flow, rtol, atol) -> diffrax.Event | None:
     events = tuple(events)
     for i, ev in enumerate(events):
         if not isinstance(ev, TrainingEvent):
-            raise TypeError(message(f"event[{i}]", "be a TrainingEvent (e.g. gflow.loss_below(1e-3))", type(ev).__name__))
+            raise TypeError(message(f"event[{i}]", "be a TrainingEvent (e.g. gflow.loss_below(1e-3))",
+                                    type(ev).__name__))
     conds = [_EventCondition(ev) for ev in events]
     directions = [ev.direction == "up" for ev in events]
     return diffrax.Event(conds, root_finder=optx.Newton(rtol=rtol, atol=atol), direction=directions)
@@ -418,7 +422,8 @@ def audited_state(params0):
 def flow_controller(rtol, atol, *, norm=None, jump_ts=None):
     """gflow's step-size controller: PID (error `norm` over the state), guarded against
     divergence, clipped at `jump_ts`."""
-    controller = diffrax.PIDController(rtol=rtol, atol=atol) if norm is None else diffrax.PIDController(rtol=rtol, atol=atol, norm=norm)
+    extra = {} if norm is None else {"norm": norm}
+    controller = diffrax.PIDController(rtol=rtol, atol=atol, **extra)
     controller = DivergenceGuard(controller)  # a blow-up ends the solve with a result code
     if jump_ts is not None:
         controller = diffrax.ClipStepSizeController(controller, jump_ts=jnp.asarray(jump_ts))

@@ -180,7 +180,8 @@ class AutoSwitch(eqx.Module):
     def __check_init__(self):
         if type(self.explicit).__name__ not in _STABILITY_BOUNDARY:
             raise ValueError(
-                message("explicit", f"be one of diffrax.{', diffrax.'.join(_STABILITY_BOUNDARY)}", type(self.explicit).__name__)
+                message("explicit", f"be one of diffrax.{', diffrax.'.join(_STABILITY_BOUNDARY)}",
+                        type(self.explicit).__name__)
             )
         if not isinstance(self.implicit, MatrixFreeImplicit):
             raise TypeError(message("implicit", "be a gflow.MatrixFreeImplicit", type(self.implicit).__name__))
@@ -216,13 +217,15 @@ def resolve_solver(solver: Any, atol: Any = 1e-10) -> diffrax.AbstractSolver | A
             return MatrixFreeImplicit().diffrax_solver(atol)
         if solver == "auto":
             return AutoSwitch()
-        raise ValueError(message("solver", f"be one of {SOLVER_NAMES}, a gflow solver or a diffrax solver", repr(solver)))
+        raise ValueError(message("solver", f"be one of {SOLVER_NAMES}, a gflow solver or a diffrax solver",
+                                 repr(solver)))
     if isinstance(solver, MatrixFreeImplicit):
         return solver.diffrax_solver(atol)
     if isinstance(solver, (AutoSwitch, diffrax.AbstractSolver)):
         return solver
     raise TypeError(
-        message("solver", f"be one of {SOLVER_NAMES}, gflow.MatrixFreeImplicit, gflow.AutoSwitch or a diffrax solver", type(solver).__name__)
+        message("solver", f"be one of {SOLVER_NAMES}, gflow.MatrixFreeImplicit, gflow.AutoSwitch or a diffrax solver",
+                type(solver).__name__)
     )
 
 

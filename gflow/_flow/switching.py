@@ -75,7 +75,8 @@ class StiffnessProbe(diffrax.AbstractAdaptiveSolver, diffrax.AbstractWrappedSolv
         return self.solver.func(terms, t0, y0, args)
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
-        y1, y_error, dense_info, solver_state, result = self.solver.step(terms, t0, t1, y0, args, solver_state, made_jump)
+        y1, y_error, dense_info, solver_state, result = self.solver.step(
+            terms, t0, t1, y0, args, solver_state, made_jump)
         tableau = self.solver.tableau
         # y₁ − ŷ₆ = Σⱼ (bⱼ − a₆ⱼ) kⱼ over the first six stages (kⱼ = h fⱼ); k₇ − k₆ = h (f(y₁) − f(ŷ₆)).
         weights = np.asarray(tableau.b_sol[:-1]) - np.concatenate([np.asarray(tableau.a_lower[-2]), [0.0]])
@@ -91,7 +92,8 @@ class StiffnessProbe(diffrax.AbstractAdaptiveSolver, diffrax.AbstractWrappedSolv
 def probe(solver: diffrax.AbstractSolver) -> StiffnessProbe:
     tableau = getattr(solver, "tableau", None)
     if tableau is None or not tableau.fsal or not (float(tableau.c[-1]) == float(tableau.c[-2]) == 1.0):
-        raise ValueError(f"the stiffness probe needs an FSAL Runge–Kutta method with c₆ = c₇ = 1; got {type(solver).__name__}")
+        raise ValueError("the stiffness probe needs an FSAL Runge–Kutta method with c₆ = c₇ = 1; "
+                         f"got {type(solver).__name__}")
     return StiffnessProbe(solver)
 
 
@@ -295,7 +297,8 @@ class AutoPlan(eqx.Module):
             segment_solvers=carry.segment_solvers.at[k].set(phase),
             segment_start_times=carry.segment_start_times.at[k].set(carry.t),
             segment_steps=carry.segment_steps.at[k].set(n),
-            switch_time=jnp.where(switched & (not implicit) & ~jnp.isfinite(carry.switch_time), t_final, carry.switch_time),
+            switch_time=jnp.where(switched & (not implicit) & ~jnp.isfinite(carry.switch_time), t_final,
+                                  carry.switch_time),
             result=jnp.where(switched, SUCCESS_CODE, code).astype(jnp.int32),
             event_time=jnp.where(fired, t_final, carry.event_time),
             event_mask=event_mask,
@@ -315,7 +318,8 @@ def run_segment(plan: AutoPlan, args, carry: SegmentCarry, implicit: bool) -> Se
     t1 = plan.t1
     t0 = jnp.where(active, carry.t, t1)
     dt0 = jnp.where(active, plan.first_step(carry, implicit, args), jnp.ones_like(t1))
-    saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=jnp.clip(plan.ts, t0, t1), fn=plan.save), diffrax.SubSaveAt(t1=True)])
+    saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=jnp.clip(plan.ts, t0, t1), fn=plan.save),
+                                  diffrax.SubSaveAt(t1=True)])
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(plan.vector_field), plan.solver(implicit), t0, t1, dt0, carry.y, args,
         saveat=saveat, stepsize_controller=plan.monitor(carry, implicit), event=plan.event,
@@ -347,7 +351,8 @@ def summary(carry: SegmentCarry, ts, rhs_per_step: float) -> tuple[dict, dict]:
         "num_steps": carry.num_steps,
         "num_accepted_steps": carry.num_accepted_steps,
         "num_rejected_steps": carry.num_rejected_steps,
-        "rhs_evaluations": jnp.where(carry.steps_implicit > 0, jnp.nan, carry.steps_explicit.astype(carry.t.dtype) * rhs_per_step + 1),
+        "rhs_evaluations": jnp.where(carry.steps_implicit > 0, jnp.nan,
+                                     carry.steps_explicit.astype(carry.t.dtype) * rhs_per_step + 1),
         "num_steps_explicit": carry.steps_explicit,
         "num_steps_implicit": carry.steps_implicit,
         "switch_time": carry.switch_time,

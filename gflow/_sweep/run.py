@@ -25,7 +25,6 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._flow import GradientFlow, default_times
 from .._flow.observables import resolve_observables
 from .._flow.solve import _SaveObservables
-from .._flow.solvers import AutoSwitch, resolve_solver
 from .._runner import SlotProgram, run_queue, slot_functions, step_budget
 from .._validate import check_increasing_times, message
 from .grid import member_keys, parse_grid
@@ -157,7 +156,6 @@ def sweep(
         flat = member_fn(*jax.tree_util.tree_leaves((k, h)))
         return jax.tree_util.tree_unflatten(out_tree, flat[:n_out])
 
-    batched = jax.vmap(run_member_jaxpr)
     devices = list(jax.local_devices() if devices is None else devices)
     n_dev = len(devices)
     requested = chunk_size
@@ -246,21 +244,17 @@ def sweep(
         total = sum(size(c) for c in mine)
         bar = tqdm(total=total, initial=done_before, unit="member", desc="sweep", disable=not progress,
                    dynamic_ncols=True, smoothing=0.1)
-        lockstep = isinstance(resolve_solver(solver), AutoSwitch)
         try:
-            if lockstep:
-                _run_chunks(store, todo, size, chunk_size, batch, key_data, run_member, hyper_runs, batched,
-                            wrap, sharding, place, member["runs"], bar)
-            else:
-                n_slots = _slot_count(slots, total, batch, n_dev)  # not the pending runs: a resume reuses the compile
-                program = SlotProgram(member_parts.flow, _SaveObservables(member_parts.observables), solver,
-                                      rtol, atol, jnp.asarray(ts), t1, step_budget(max_steps), max_steps)
-                fns = member["runs"].get(("slots", n_slots, tuple(devices)))
-                if fns is None:
-                    fns = member["runs"][("slots", n_slots, tuple(devices))] = slot_functions(
-                        program, member_parts.readout, wrap)
-                _run_slots(store, todo, size, chunk_size, key_data, run_member, hyper_runs, fns, n_slots,
-                           place, bar, runner_stats)
+            # Every solver, "auto" (the default) included, runs through the slot runner (lockstep-free).
+            n_slots = _slot_count(slots, total, batch, n_dev)  # not the pending runs: a resume reuses the compile
+            program = SlotProgram(member_parts.flow, _SaveObservables(member_parts.observables), solver,
+                                  rtol, atol, jnp.asarray(ts), t1, step_budget(max_steps), max_steps)
+            fns = member["runs"].get(("slots", n_slots, tuple(devices)))
+            if fns is None:
+                fns = member["runs"][("slots", n_slots, tuple(devices))] = slot_functions(
+                    program, member_parts.readout, wrap)
+            _run_slots(store, todo, size, chunk_size, key_data, run_member, hyper_runs, fns, n_slots,
+                       place, bar, runner_stats)
         finally:
             bar.close()
             store.release_all()
