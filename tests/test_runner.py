@@ -66,7 +66,8 @@ def test_stiff_member_does_not_slow_the_others_and_results_equal_single_solves()
         sol = _single(key, cs[i], ts, max_steps=16_384)
         # Batched (vmap) vs single arithmetic: the same steps, equal to round-off (accumulated
         # over ~2,000 steps for the stiff member).
-        np.testing.assert_allclose(ds["loss"].isel(c=i, member=0).values, np.asarray(sol.observables["loss"]), rtol=1e-11)
+        np.testing.assert_allclose(ds["loss"].isel(c=i, member=0).values, np.asarray(sol.observables["loss"]),
+                                   rtol=1e-11)
         assert int(ds["num_steps"].isel(c=i, member=0)) == int(sol.stats["num_steps"])
         # The audit travels with the slot: the same residual up to round-off in its inputs,
         # and within the audit's tolerance (100 × rtol).
@@ -117,7 +118,8 @@ def test_auto_sweep_is_lockstep_free_and_members_equal_single_auto_solves():
         records.append(sol.stats["segment_solvers"].tolist())
         assert int(ds["num_steps"].isel(c=i, member=0)) == int(sol.stats["num_steps"])
         # The same steps; batched vs single arithmetic differs by round-off only.
-        np.testing.assert_allclose(ds["loss"].isel(c=i, member=0).values, np.asarray(sol.observables["loss"]), rtol=1e-11)
+        np.testing.assert_allclose(ds["loss"].isel(c=i, member=0).values, np.asarray(sol.observables["loss"]),
+                                   rtol=1e-11)
         assert abs(float(ds["energy_residual"].isel(c=i, member=0)) - float(sol.stats["energy_residual"])) < 1e-3 * RTOL
     assert records[0][:2] == [0, -1]  # c = 1: explicit only
     assert 1 in records[1]  # c = 100: switched to implicit

@@ -68,11 +68,13 @@ def test_plain_jit_vmap_jit_vmap(solver):
         # Global error of an rtol-controlled solve over this horizon: ≲ 10³·rtol relative.
         np.testing.assert_allclose(plain[i].observables["loss"], exact, rtol=1e3 * RTOL, atol=1e3 * ATOL)
         # Negative control: the exact curve for a 1 % wrong stiff eigenvalue misses by ≫ 10³·rtol.
-        wrong = 0.5 * jnp.sum((lam * w_star**2)[None, :] * jnp.exp(-2 * k * TS[:, None] * (lam * jnp.array([1.0, 1.01]))[None, :]), axis=1)
+        off = lam * jnp.array([1.0, 1.01])
+        wrong = 0.5 * jnp.sum((lam * w_star**2)[None, :] * jnp.exp(-2 * k * TS[:, None] * off[None, :]), axis=1)
         miss = jnp.max(jnp.abs(plain[i].observables["loss"] - wrong) / jnp.abs(wrong))
         assert float(miss) > 100 * 1e3 * RTOL
         for other in (vmapped, both):
-            np.testing.assert_allclose(other.observables["loss"][i], plain[i].observables["loss"], rtol=1e-10, atol=1e-14)
+            np.testing.assert_allclose(other.observables["loss"][i], plain[i].observables["loss"],
+                                       rtol=1e-10, atol=1e-14)
             assert int(other.stats["num_steps"][i]) == int(plain[i].stats["num_steps"])
     np.testing.assert_allclose(jitted.observables["loss"], plain[1].observables["loss"], rtol=1e-10, atol=1e-14)
     if solver == "auto":

@@ -19,7 +19,6 @@ the size of the state).
 """
 
 import diffrax
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 

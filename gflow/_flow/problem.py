@@ -48,7 +48,8 @@ class GradientFlow(eqx.Module):
         rates: PyTree | None = None,
     ):
         if not isinstance(model, AbstractModel):
-            raise TypeError(message("model", "be a gflow AbstractModel (an eqx.Module on one example)", type(model).__name__))
+            raise TypeError(message("model", "be a gflow AbstractModel (an eqx.Module on one example)",
+                                    type(model).__name__))
         if not callable(loss):
             raise TypeError(message("loss", "be a callable `loss(prediction, target) -> scalar`", type(loss).__name__))
         if not isinstance(data, AbstractDataset):
