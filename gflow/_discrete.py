@@ -278,13 +278,7 @@ def solve_discrete(
         status == _FAILED, diffrax.RESULTS.nonfinite, diffrax.RESULTS.where(
             status == _EVENT, diffrax.RESULTS.event_occurred, diffrax.RESULTS.where(
                 status == _CAPPED, diffrax.RESULTS.max_steps_reached, diffrax.RESULTS.successful)))
-    if throw:
-        failed = status == _FAILED
-        scalar = lambda x: float(np.asarray(x)) if is_concrete(x) else None  # noqa: E731
-        messages = _DivergedMessages(scalar(t0), scalar(step_time))
-        observed = eqx.branched_error_if(observed, failed, jnp.where(failed, k, 0), messages)
-        observed = eqx.error_if(observed, status == _CAPPED, MAX_STEPS_MESSAGE)
-    return FlowSolution(
+    sol = FlowSolution(
         ts=t0 + targets.astype(dtype) * step_time,
         observables=observed,
         params_final=params,
@@ -294,6 +288,13 @@ def solve_discrete(
         event_time=jnp.where(status == _EVENT, t_final, jnp.inf),
         event_mask=mask if events else None,
     )
+    if throw:  # on the whole solution: whatever part of it is used keeps the check
+        failed = status == _FAILED
+        scalar = lambda x: float(np.asarray(x)) if is_concrete(x) else None  # noqa: E731
+        messages = _DivergedMessages(scalar(t0), scalar(step_time))
+        sol = eqx.branched_error_if(sol, failed, jnp.where(failed, k, 0), messages)
+        sol = eqx.error_if(sol, status == _CAPPED, MAX_STEPS_MESSAGE)
+    return sol
 
 
 def _steps(span: Float[Array, "..."], step_time: Float[Array, ""]) -> Int[Array, "..."]:

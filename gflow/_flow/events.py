@@ -78,4 +78,9 @@ def edge_of_stability(learning_rate, *, momentum=0.0) -> TrainingEvent:
     from .modified import check_momentum
 
     check_momentum(momentum)
-    return TrainingEvent("edge_of_stability", _stability_sharpness, 2 * (1 + momentum) / learning_rate, "up")
+    threshold = 2 * (1 + momentum) / learning_rate
+    if isinstance(threshold, float):
+        return TrainingEvent("edge_of_stability", _stability_sharpness, threshold, "up")
+    # an array threshold (a traced η under vmap): set after __init__, whose annotation is `float`
+    event = TrainingEvent("edge_of_stability", _stability_sharpness, 0.0, "up")
+    return eqx.tree_at(lambda e: e.threshold, event, threshold)

@@ -44,6 +44,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PyTree
 
 from .._custom_types import Params, RealScalarLike
@@ -149,7 +150,7 @@ def modified_flow(
 def check_momentum(momentum: Any) -> Any:
     """β in [0, 1): a ValueError if concrete; traced values pass (a bad one diverges)."""
     if is_concrete(momentum):
-        value = float(jnp.asarray(momentum))
+        value = float(np.asarray(momentum))  # numpy: a jnp op inside a jit trace is traced
         if not (0.0 <= value < 1.0):
             raise ValueError(message("momentum", "lie in [0, 1) (heavy-ball β)", momentum))
     return momentum
