@@ -61,7 +61,8 @@ class DeepLinearModes(AbstractTheory):
             raise ValueError(message("initial_strengths", f"have shape {s.shape} like `singular_values`", u0.shape))
         if not isinstance(depth, int) or depth < 2:
             raise ValueError(message("depth", "be an integer ≥ 2 (the number of weight matrices)", depth))
-        lam = jnp.ones_like(s) if input_variances is None else check_float_array("input_variances", input_variances, ndim=1)
+        lam = (jnp.ones_like(s) if input_variances is None
+               else check_float_array("input_variances", input_variances, ndim=1))
         c = jnp.zeros_like(s) if imbalance is None else check_float_array("imbalance", imbalance, ndim=1)
         if depth > 2:
             if is_concrete(c) and bool(jnp.any(c != 0)):
@@ -96,7 +97,8 @@ class DeepLinearModes(AbstractTheory):
         """
         check_flow(_NAME, flow, model=DeepLinear, loss=squared_error)
         if rank is not None and (not isinstance(rank, int) or rank < 0):
-            raise ValueError(message("rank", "be a non-negative integer (the number of modes kept) or None", repr(rank)))
+            raise ValueError(message("rank", "be a non-negative integer (the number of modes kept) or None",
+                                     repr(rank)))
         data, model = flow.data, flow.model0
         modes, kept = data_modes(data, rank)
         U = jnp.where(kept[None, :], modes.U, 0.0)
@@ -115,7 +117,8 @@ class DeepLinearModes(AbstractTheory):
         for value, assumption, detail, fix in checks:
             if is_concrete(value):
                 if float(value) > atol:
-                    raise regime_error(_NAME, assumption, f"{detail} (relative misfit {float(value):.2e} > {atol:g})", fix)
+                    detail = f"{detail} (relative misfit {float(value):.2e} > {atol:g})"
+                    raise regime_error(_NAME, assumption, detail, fix)
             else:
                 u0 = eqx.error_if(u0, value > atol, f"{_NAME} assumes {assumption}; {detail}. {fix}")
         return cls(s, u0, depth=depth, input_variances=lam, imbalance=c,
@@ -165,7 +168,8 @@ def _input_condition(data, V, lam, kept, atol):
     resid = data.input_covariance() @ V - V * jnp.where(kept, lam, 0.0)[None, :]
     per_mode = jnp.max(jnp.abs(resid), axis=0) / jnp.max(jnp.abs(lam))
     first = int(jnp.argmax(per_mode > atol)) if is_concrete(per_mode) else None
-    which = "the input covariance mixes the modes" + ("" if first is None else f" (mode {first} is the first that fails)")
+    which = "the input covariance mixes the modes"
+    which += "" if first is None else f" (mode {first} is the first that fails)"
     rank = "the number of modes before it" if first is None else str(first)
     fix = ("Whiten the inputs, or compare with the simulation only; if the init puts no weight on that mode "
            f"or any weaker one, seed with `rank={rank}` (the modes from it on then stay at 0).")

@@ -48,8 +48,8 @@ def _projection(params, flow, name) -> Float[Array, "m m"]:
         raise TypeError(message(f"observable {name!r}", "be used with a finite `Dataset`", type(flow.data).__name__))
     model = flow.model(params)
     if not hasattr(model, "end_to_end"):
-        raise TypeError(message(f"observable {name!r}", "be used with a linear model that has `end_to_end()` (DeepLinear)",
-                                type(model).__name__))
+        raise TypeError(message(f"observable {name!r}", "be used with a linear model that has `end_to_end()`"
+                                " (DeepLinear)", type(model).__name__))
     modes, kept = data_modes(flow.data)
     U = jnp.where(kept[None, :], modes.U, 0.0)
     V = jnp.where(kept[None, :], modes.V, 0.0)

@@ -20,7 +20,8 @@ from ..._validate import message
 def saxe_problem(depth: int = 2, key: PRNGKeyArray | None = None, initial_strength: float = 1e-3) -> GradientFlow:
     """A whitened 8 → 6 → ⋯ → 6 → 4 regression (P = 64) with s = (4, 2, 1, 0.5) and a small
     balanced aligned init u_α(0) = `initial_strength` (D = `depth` weight matrices, hidden
-    width 6; `key` draws the data, the hidden bases are fixed). Its `DeepLinearModes` is exact; t on the flow's clock (κ = 1)."""
+    width 6; `key` draws the data, the hidden bases are fixed). Its `DeepLinearModes` is
+    exact; t on the flow's clock (κ = 1)."""
     if not isinstance(depth, int) or depth < 2:
         raise ValueError(message("depth", "be an integer ≥ 2 (the number of weight matrices)", depth))
     key = jr.PRNGKey(0) if key is None else key
