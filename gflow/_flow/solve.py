@@ -284,6 +284,11 @@ class _OnParams(eqx.Module):
         return self.save(t, y[0], flow)
 
 
+#: Internal switch for benchmarks/compile_time.py (audit overhead): False skips the energy
+#: integrand, read when a solve is traced (set it before the first solve of a new problem).
+AUDIT = True
+
+
 class _AuditedField(eqx.Module):
     """The flow's field and the energy-audit integrand from one gradient evaluation.
 
@@ -295,6 +300,8 @@ class _AuditedField(eqx.Module):
         grad = flow.gradient(y[0])
         scaled = grad if flow.rates is None else jax.tree_util.tree_map(lambda g, r: r * g, grad, flow.rates)
         field = jax.tree_util.tree_map(lambda g: -flow.time_scale * g, scaled)
+        if not AUDIT:  # benchmarks only: the integrand skipped (E stays 0)
+            return field, jnp.zeros((), y[1].dtype)
         power = sum(jnp.sum(g * h) for g, h in zip(jax.tree_util.tree_leaves(grad), jax.tree_util.tree_leaves(scaled)))
         return field, (flow.time_scale * power).astype(y[1].dtype)
 
