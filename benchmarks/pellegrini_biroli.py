@@ -27,14 +27,15 @@ from pathlib import Path
 import jax
 
 jax.config.update("jax_enable_x64", True)
+import common
 import diffrax
 import jax.flatten_util
 import jax.numpy as jnp
 import jax.random as jr
 
-import common
 import gflow as gf
-from gflow._theory import pellegrini_biroli as pb
+
+pb = gf.pellegrini_biroli
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -116,7 +116,8 @@ def fig1(out: Path, small: bool) -> list[Path]:
     tau_g = theory.tau_sat(pg)
     # finite-M spread of y f at fixed p (theory file §4 (ii), odd part): std η / F.
     M, d = flow.model0.width, flow.data.d
-    spread = theory.alpha * theory.gain * jnp.sqrt((d - 1) / M * (jnp.cosh(gam) ** 2 + jnp.sinh(gam) ** 2)) / theory.F(gam)
+    spread = (theory.alpha * theory.gain * jnp.sqrt((d - 1) / M * (jnp.cosh(gam) ** 2 + jnp.sinh(gam) ** 2))
+              / theory.F(gam))
     ax[1, 1].plot(tau_g, pg, "r-", label="τ_sat(p) theory")
     ax[1, 1].plot(tau_g, pg + spread, "r--", lw=0.8, label="±1 std (finite M)")
     ax[1, 1].plot(tau_g, jnp.maximum(pg - spread, 1e-3), "r--", lw=0.8)
@@ -187,7 +188,8 @@ def width(out: Path, small: bool) -> list[Path]:
     Ms = np.asarray(r.widths)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     mean, sem = np.mean(r.errors, 1), np.std(r.errors, 1, ddof=1) / np.sqrt(seeds)
-    ax.errorbar(Ms, mean, sem, fmt="o", label=f"network vs theory (slope {float(r.slope):.2f} ± {float(r.slope_stderr):.2f})")
+    label = f"network vs theory (slope {float(r.slope):.2f} ± {float(r.slope_stderr):.2f})"
+    ax.errorbar(Ms, mean, sem, fmt="o", label=label)
     ax.plot(Ms, mean[0] * (Ms / Ms[0]) ** -0.5, "k--", lw=0.8, label="M^{-1/2}")
     ax.plot(Ms, np.mean(r.frozen_errors, 1), "s", label="frozen-dataset control")
     ax.set(xscale="log", yscale="log", xlabel="width M", ylabel="rel. error of (a, w∥) at τ = 10")

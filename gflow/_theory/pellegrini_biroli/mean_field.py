@@ -9,7 +9,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from ..._custom_types import Observables
 from ..._validate import check_float_array, is_concrete, message
@@ -130,11 +130,11 @@ class MeanFieldHinge(AbstractReducedODE):
         solver_options = {"solver": diffrax.Tsit5(), "rtol": 1e-10, "atol": 1e-12, **solver_options}
         return super().observables_at(tau, **solver_options)
 
-    def gamma_sat(self, p: Float[Array, "*P"]) -> Float[Array, "*P"]:
+    def gamma_sat(self, p: Float[ArrayLike, "*P"]) -> Float[Array, "*P"]:
         """γ at which a sample with y x∥ = p > 0 is first satisfied (F(γ) p = h), 0 if it starts so."""
         return _gamma_sat(self, p)
 
-    def tau_sat(self, p: Float[Array, "*P"], num_nodes: int = 96) -> Float[Array, "*P"]:
+    def tau_sat(self, p: Float[ArrayLike, "*P"], num_nodes: int = 96) -> Float[Array, "*P"]:
         """τ_sat(p) = ∫₀^{γ_p} dg / (λ c(h/F(g))) (theory clock τ) by Gauss–Legendre quadrature."""
         return _tau_sat(self, p, num_nodes)
 

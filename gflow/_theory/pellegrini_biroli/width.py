@@ -94,8 +94,8 @@ def finite_width_sweep(
     teacher_t = tuple(float(x) for x in np.asarray(u))
     observables = {"a": a, "w_par": WithTeacher(w_par, teacher_t), "unsatisfied_fraction": unsatisfied_fraction}
     grid = {"run": {"width": np.repeat(widths, S), "run": np.arange(W * S)}}
-    ds = sweep(make_flow, 1, t1, grid=grid, ts=ts, observables=observables, solver=diffrax.Tsit5(), rtol=rtol, atol=atol,
-               max_steps=max_steps, on_failure="raise", progress=False)
+    ds = sweep(make_flow, 1, t1, grid=grid, ts=ts, observables=observables, solver=diffrax.Tsit5(), rtol=rtol,
+               atol=atol, max_steps=max_steps, on_failure="raise", progress=False)
     sim_a = jnp.asarray(ds["a"].values[:, 0])  # (W·S, T, M)
     sim_par = jnp.asarray(ds["w_par"].values[:, 0])
     sim_u = jnp.asarray(ds["unsatisfied_fraction"].values[:, 0])  # (W·S, T)
