@@ -61,6 +61,12 @@ def _problem():
     return gf.GradientFlow(gf.TwoLayer(d, width, "tanh", key=km), gf.squared_error, gf.Dataset(x, y))
 
 
+def _theta_norm(y):
+    import optimistix as optx
+
+    return optx.rms_norm(y[0])
+
+
 def _child(variant: str) -> dict:
     """Run one variant in this (fresh) process; returns its compile-time record."""
     import jax
@@ -79,7 +85,6 @@ def _child(variant: str) -> dict:
     import diffrax
     import equinox as eqx
     import jax.numpy as jnp
-    import optimistix as optx
 
     import gflow as gf
     from gflow._flow.divergence import DivergenceGuard
@@ -91,6 +96,7 @@ def _child(variant: str) -> dict:
     loss = lambda t, y, f: f.loss_value(y)  # noqa: E731
     loss_audited = lambda t, y, f: f.loss_value(y[0])  # noqa: E731
     pid = diffrax.PIDController(rtol=rtol, atol=atol)
+    pid_theta = diffrax.PIDController(rtol=rtol, atol=atol, norm=_theta_norm)
 
     def bare(flow, subs=False, guard=False, audit=False):
         field = _AuditedField() if audit else diffrax.ODETerm(flow.vector_field).vector_field
@@ -98,7 +104,7 @@ def _child(variant: str) -> dict:
         save = loss_audited if audit else loss
         saveat = (diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=save), diffrax.SubSaveAt(t1=True)]) if subs
                   else diffrax.SaveAt(ts=ts, fn=save))
-        controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=lambda y: optx.rms_norm(y[0])) if audit else pid
+        controller = pid_theta if audit else pid
         if guard:
             controller = DivergenceGuard(controller)
         return diffrax.diffeqsolve(diffrax.ODETerm(field), diffrax.Tsit5(), 0.0, t1, None, y0, flow,
@@ -122,6 +128,8 @@ def _child(variant: str) -> dict:
     out = calls[name]()
     jax.block_until_ready(out)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    first = dict(totals)  # the warm calls below must not compile (they would be counted here)
+    first_count = counts["xla_compiles"]
     warm = []
     for _ in range(3):
         t = time.perf_counter()
@@ -129,7 +137,9 @@ def _child(variant: str) -> dict:
         warm.append(time.perf_counter() - t)
     stats = getattr(out, "stats", None)
     steps = int(stats["num_steps"]) if stats is not None else None
-    return {"variant": variant, **{k: round(v, 3) for k, v in totals.items()}, **counts,
+    recompiled = any(totals[k] > first[k] for k in totals)
+    return {"variant": variant, **{k: round(v, 3) for k, v in first.items()}, "xla_compiles": first_count,
+            "warm_recompiled": recompiled,
             "first_call_wall_s": round(wall, 3), "first_call_cpu_s": round(cpu, 3),
             "warm_call_s": round(min(warm), 4), "num_steps": steps}
 

@@ -1,10 +1,10 @@
 """P3 long time: the P2 net with c = 1 (squared error, teacher–student) to t1 = 1e2, 1e4, 1e6,
 and a TwoLayer with >= 1e4 parameters (d = 100, width 100): steps and time per horizon.
 
-An explicit solver (Tsit5, the default) near a minimum is limited by stability (h ≲ 3/λ_max of
-the Hessian), so its steps grow ∝ t1 and the 1e6 horizon hits `max_steps`: the record keeps the
-result code and the steps taken (capped so the CPU run stays bounded). `--solver NAME` picks the
-gflow solver (passed as `solver=` to gf.solve_flow); gflow's stiff paths `implicit`
+An explicit solver (Tsit5: P3's `--solver` default; gflow's own default is `auto`) near a minimum
+is limited by stability (h ≲ 3/λ_max of the Hessian), so its steps grow ∝ t1 and the 1e6 horizon
+hits `max_steps`: the record keeps the result code and the steps taken (capped so the CPU run
+stays bounded). `--solver NAME` picks the gflow solver (passed as `solver=` to gf.solve_flow); gflow's stiff paths `implicit`
 (`gf.MatrixFreeImplicit`: Kvaerno4 + GMRES on Hessian-vector products) and `auto`
 (`gf.AutoSwitch`) always run too, on both nets, and the dense-Jacobian stiff peer
 `diffrax.Kvaerno5()` on the small net up to t1 = 1e4. GD runs only where t1/η fits the cap.
