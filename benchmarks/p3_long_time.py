@@ -4,8 +4,8 @@ and a TwoLayer with >= 1e4 parameters (d = 100, width 100): steps and time per h
 An explicit solver (Tsit5: P3's `--solver` default; gflow's own default is `auto`) near a minimum
 is limited by stability (h ≲ 3/λ_max of the Hessian), so its steps grow ∝ t1 and the 1e6 horizon
 hits `max_steps`: the record keeps the result code and the steps taken (capped so the CPU run
-stays bounded). `--solver NAME` picks the gflow solver (passed as `solver=` to gf.solve_flow); gflow's stiff paths `implicit`
-(`gf.MatrixFreeImplicit`: Kvaerno4 + GMRES on Hessian-vector products) and `auto`
+stays bounded). `--solver NAME` picks the gflow solver (passed as `solver=` to gf.solve_flow);
+gflow's stiff paths `implicit` (`gf.MatrixFreeImplicit`: Kvaerno4 + GMRES on Hessian-vector products) and `auto`
 (`gf.AutoSwitch`) always run too, on both nets, and the dense-Jacobian stiff peer
 `diffrax.Kvaerno5()` on the small net up to t1 = 1e4. GD runs only where t1/η fits the cap.
 Targets: steps(1e6)/steps(1e4) per method (recorded).
