@@ -8,6 +8,7 @@ interface, sweeps); each reproduced paper's names live in its own namespace:
 from . import _losses as losses
 from ._config import ConfigError as ConfigError
 from ._config import load_config as load_config
+from ._config import parse_config as parse_config
 from ._data import AbstractDataset as AbstractDataset
 from ._data import Dataset as Dataset
 from ._data import InputOutputModes as InputOutputModes
@@ -53,7 +54,7 @@ from ._version import __version__ as __version__
 
 # The papers, one public namespace each, imported on first use (`gflow.tachet.…`): a user of
 # one paper never pays the import of the others.
-_NAMESPACES = ("saxe", "ntk", "tachet", "pellegrini_biroli", "bmz")
+_NAMESPACES = ("saxe", "ntk", "tachet", "pellegrini_biroli", "bmz", "central_flow", "special")
 
 
 def __getattr__(name: str):
@@ -81,10 +82,10 @@ __all__ = [
     # theory
     "AbstractTheory", "AbstractReducedODE", "compare", "relative_error", "plot_overlay",
     # sweeps
-    "sweep", "load_sweep", "plot_sweep", "load_config", "SweepError", "SweepWarning",
+    "sweep", "load_sweep", "plot_sweep", "load_config", "parse_config", "SweepError", "SweepWarning",
     "SweepStoreError", "ConfigError",
     # paper namespaces
-    "saxe", "ntk", "tachet", "pellegrini_biroli", "bmz",
+    "saxe", "ntk", "tachet", "pellegrini_biroli", "bmz", "central_flow", "special",
     "__version__",
 ]
 

@@ -146,15 +146,24 @@ def _sweep(args):
         sys.exit(f"gflow sweep: {e}")
     for w in caught:
         print(f"gflow sweep: warning: {w.message}", file=sys.stderr)
+    summary, failure, code = sweep_report(ds)
+    print(f"wrote {args.out}: {summary}")
+    if code != EXIT_OK:
+        print(f"gflow sweep: {failure}; exit code {code}", file=sys.stderr)
+        sys.exit(code)
+
+
+def sweep_report(ds) -> tuple[str, str | None, int]:
+    """(summary line, failure line or None, exit code) of a sweep's labelled results `ds` (its
+    `result` codes and `succeeded` flags, as `gflow.load_sweep` gives them)."""
     done = ds["result"] != -100
     n_done, n_ok = int(done.sum()), int((ds["succeeded"] & done).sum())
-    print(f"wrote {args.out}: {n_done} of {ds['result'].size} members done, "
-          f"{n_ok} succeeded (config hash {ds.attrs['config_hash']})")
-    if n_ok < n_done:
-        code = EXIT_ALL_FAILED if n_ok == 0 else EXIT_SOME_FAILED
-        print(f"gflow sweep: {n_done - n_ok} of {n_done} members failed (results kept; `result` says why); "
-              f"exit code {code}", file=sys.stderr)
-        sys.exit(code)
+    summary = (f"{n_done} of {ds['result'].size} members done, {n_ok} succeeded "
+               f"(config hash {ds.attrs['config_hash']})")
+    if n_ok == n_done:
+        return summary, None, EXIT_OK
+    code = EXIT_ALL_FAILED if n_ok == 0 else EXIT_SOME_FAILED
+    return summary, f"{n_done - n_ok} of {n_done} members failed (results kept; `result` says why)", code
 
 
 def _worker(text: str) -> tuple[int, int]:

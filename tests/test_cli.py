@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from gflow.__main__ import main
-from gflow._sweep import load_sweep
+from gflow import load_sweep
 
 from helpers import REPO
 

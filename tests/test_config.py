@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import gflow as gf
-from gflow._config import ConfigError, parse_config
+from gflow import ConfigError, parse_config
 
 from helpers import REPO, with_changes
 
@@ -42,7 +42,7 @@ def test_theory_by_name():
     table = _table(theory={"name": "linearized_mse"}, model__scaling="ntk")
     config = parse_config(table)
     flow = config.flow_factory()(jr.PRNGKey(0), {})
-    assert isinstance(config.theory(flow), gf.LinearizedMSE)
+    assert isinstance(config.theory(flow), gf.ntk.LinearizedMSE)
 
 
 @pytest.mark.parametrize(

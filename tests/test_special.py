@@ -1,4 +1,4 @@
-"""gflow._special against scipy (and a stdlib-Decimal reference near the Lambert-W branch point)."""
+"""gflow.special against scipy (and a stdlib-Decimal reference near the Lambert-W branch point)."""
 
 from decimal import Decimal, getcontext
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.special as ss
 
-from gflow._special import expi, invert_increasing, lambertw, wrightomega
+from gflow.special import expi, invert_increasing, lambertw, wrightomega
 
 RTOL = 1e-12
 
