@@ -40,11 +40,12 @@ from ._models import DeepLinear as DeepLinear
 from ._models import LinearizedModel as LinearizedModel
 from ._models import TwoLayer as TwoLayer
 from ._plotting import plot_overlay as plot_overlay
-from ._sweep import SweepStoreError as SweepStoreError
-from ._sweep import SweepError as SweepError
-from ._sweep import SweepWarning as SweepWarning
-from ._sweep import load_sweep as load_sweep
 from ._plotting import plot_sweep as plot_sweep
+from ._sweep import SweepError as SweepError
+from ._sweep import SweepStoreError as SweepStoreError
+from ._sweep import SweepWarning as SweepWarning
+from ._sweep import first_crossing as first_crossing
+from ._sweep import load_sweep as load_sweep
 from ._sweep import sweep as sweep
 from ._theory.base import AbstractReducedODE as AbstractReducedODE
 from ._theory.base import AbstractTheory as AbstractTheory
@@ -54,7 +55,7 @@ from ._version import __version__ as __version__
 
 # The papers, one public namespace each, imported on first use (`gflow.tachet.…`): a user of
 # one paper never pays the import of the others.
-_NAMESPACES = ("saxe", "ntk", "tachet", "pellegrini_biroli", "bmz", "central_flow", "special")
+_NAMESPACES = ("saxe", "ntk", "tachet", "pellegrini_biroli", "bmz", "central_flow", "special", "store")
 
 
 def __getattr__(name: str):
@@ -82,10 +83,10 @@ __all__ = [
     # theory
     "AbstractTheory", "AbstractReducedODE", "compare", "relative_error", "plot_overlay",
     # sweeps
-    "sweep", "load_sweep", "plot_sweep", "load_config", "parse_config", "SweepError", "SweepWarning",
+    "sweep", "load_sweep", "plot_sweep", "first_crossing", "load_config", "parse_config", "SweepError", "SweepWarning",
     "SweepStoreError", "ConfigError",
     # paper namespaces
-    "saxe", "ntk", "tachet", "pellegrini_biroli", "bmz", "central_flow", "special",
+    "saxe", "ntk", "tachet", "pellegrini_biroli", "bmz", "central_flow", "special", "store",
     "__version__",
 ]
 

@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 
 import gflow as gf
-from gflow._sweep.store import SweepStoreError, ZarrStore
-from gflow import load_sweep, plot_sweep, sweep
-from gflow._sweep import SweepWarning, computation_fingerprint, parse_grid
+from gflow import SweepStoreError, SweepWarning, load_sweep, plot_sweep, sweep
+from gflow.store import ZarrStore, computation_fingerprint, parse_grid
 
 D, WIDTH, N, T1 = 4, 2, 8, 2.0
 X = jr.normal(jr.PRNGKey(1), (N, D))

@@ -13,9 +13,8 @@ import pytest
 import xarray as xr
 
 import gflow as gf
-from gflow import SweepError, SweepWarning, sweep
-from gflow._sweep import first_crossing as _first_crossing, parse_grid
-from gflow import SweepStoreError
+from gflow import SweepError, SweepStoreError, SweepWarning, first_crossing, sweep
+from gflow.store import parse_grid
 
 D, WIDTH, N = 8, 4, 16
 RTOL, ATOL = 1e-8, 1e-10  # sweep vs single solves: same arithmetic, any tolerance
@@ -81,13 +80,13 @@ def test_failed_members_are_named_and_the_rest_kept():
               on_failure="raise")
 
 
-def test_first_crossing_interpolates_on_the_grid():
+def testfirst_crossing_interpolates_on_the_grid():
     ts = jnp.array([0.0, 1.0, 2.0, 3.0])
     v = jnp.array([4.0, 3.0, 1.0, jnp.inf])
-    assert float(_first_crossing(ts, v, 2.0)) == pytest.approx(1.5)
-    assert float(_first_crossing(ts, v, 0.5)) == np.inf
-    assert float(_first_crossing(ts, v, 5.0)) == 0.0
-    batched = jax.jit(jax.vmap(_first_crossing, in_axes=(None, 0, None)))(ts, jnp.stack([v, v - 1.0]), 2.0)
+    assert float(first_crossing(ts, v, 2.0)) == pytest.approx(1.5)
+    assert float(first_crossing(ts, v, 0.5)) == np.inf
+    assert float(first_crossing(ts, v, 5.0)) == 0.0
+    batched = jax.jit(jax.vmap(first_crossing, in_axes=(None, 0, None)))(ts, jnp.stack([v, v - 1.0]), 2.0)
     np.testing.assert_allclose(np.asarray(batched), [1.5, 1.0])
 
 

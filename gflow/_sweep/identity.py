@@ -15,6 +15,7 @@ import numpy as np
 
 from .._flow.observables import resolve_observables
 
+
 def _describe(fn) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
 

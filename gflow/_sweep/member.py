@@ -40,8 +40,13 @@ def reason(code: int) -> str:
     return _REASONS.get(int(code), f"diffrax result code {int(code)}")
 
 
-def first_crossing(ts, values, level, interpolate=True):
-    """First time `values` (T,) is ≤ `level`, linearly interpolated on the save grid; inf if never."""
+def first_crossing(ts: Float[Array, " T"], values: Float[Array, " T"], level: float | Float[Array, ""],
+                   interpolate: bool = True) -> Float[Array, ""]:
+    """The first time a saved curve `values` (T,) on the grid `ts` (T,) (flow clock) is ≤
+    `level`, linearly interpolated between save times (`interpolate=False`: the first save time
+    at or below); `ts[0]` if it starts there, inf if it never gets there. Non-finite entries
+    (after an event or a failure) never count. Jit/vmap-able; a sweep's summaries
+    (time_to_loss_below, plateau_exit_time, …) are this function of its saved curves."""
     below = jnp.isfinite(values) & (values <= level)
     i = jnp.argmax(below)
     hit = jnp.any(below)

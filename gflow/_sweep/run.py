@@ -28,9 +28,19 @@ from .._flow.solve import _SaveObservables
 from .._runner import SlotProgram, run_queue, slot_functions, step_budget
 from .._validate import check_increasing_times, message
 from .grid import member_keys, parse_grid
-from .identity import _MEMBERS, _cache_key, _describe, _describe_solver, computation_fingerprint, config_hash, _versions
+from .identity import _MEMBERS, _cache_key, _describe, _describe_solver, _versions, computation_fingerprint, config_hash
 from .member import _OK_CODES, SUMMARIES, member_solver, reason
-from .store import FORMAT, MANIFEST, MemoryStore, SweepWarning, ZarrStore, json_normal, labelled, load_sweep, read_manifest
+from .store import (
+    FORMAT,
+    MANIFEST,
+    MemoryStore,
+    SweepWarning,
+    ZarrStore,
+    json_normal,
+    labelled,
+    load_sweep,
+    read_manifest,
+)
 
 
 class SweepError(RuntimeError):

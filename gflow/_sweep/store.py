@@ -448,6 +448,7 @@ class ZarrStore:
         return self.done_dir / f"chunk_{chunk:06d}"
 
     def is_done(self, chunk: int) -> bool:
+        """True if chunk `chunk` is marked done (and verified)."""
         return self._marker(chunk).exists()
 
     def repair(self, *, full: bool = True) -> list[tuple[str, int, str]]:
@@ -510,11 +511,13 @@ class ZarrStore:
         return True
 
     def release(self, chunk: int) -> None:
+        """Give up this writer's claim on chunk `chunk`."""
         fd = self._locks.pop(chunk, None)
         if fd is not None and fd >= 0:
             os.close(fd)  # closing the descriptor releases the flock
 
     def release_all(self) -> None:
+        """Give up every claim this writer holds."""
         for chunk in list(self._locks):
             self.release(chunk)
 
@@ -551,6 +554,7 @@ class ZarrStore:
         _fsync_dir(self.done_dir)
 
     def read(self, name: str) -> np.ndarray:
+        """Variable `name` over all runs (unmarked chunks hold NaN / -100)."""
         return np.asarray(self.group[name][...])
 
 
