@@ -21,8 +21,11 @@ from ._flow import FlowSolution as FlowSolution
 from ._flow import GradientFlow as GradientFlow
 from ._flow import MatrixFreeImplicit as MatrixFreeImplicit
 from ._flow import TrainingEvent as TrainingEvent
+from ._discrete import solve_discrete as solve_discrete
 from ._flow import all_correct as all_correct
 from ._flow import default_times as default_times
+from ._flow.events import edge_of_stability as edge_of_stability
+from ._flow.modified import modified_flow as modified_flow
 from ._flow import gradient_norm_below as gradient_norm_below
 from ._flow import loss_below as loss_below
 from ._flow import margins_at_least as margins_at_least
@@ -80,6 +83,9 @@ __all__ = [
     "GradientFlow", "solve_flow", "FlowSolution", "default_times", "OBSERVABLES", "outputs_at",
     "MatrixFreeImplicit", "AutoSwitch",
     "TrainingEvent", "loss_below", "gradient_norm_below", "margins_at_least", "all_correct",
+    "edge_of_stability",
+    # gradient descent on the flow's clock
+    "solve_discrete", "modified_flow",
     # theory
     "AbstractTheory", "AbstractReducedODE", "compare", "relative_error", "plot_overlay",
     # sweeps
