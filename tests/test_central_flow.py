@@ -59,7 +59,8 @@ def _runs():
     # negative control: the central flow of a 20 % smaller step (edge at 2/(0.8η))
     wrong = cf.CentralFlow.from_flow(flow, learning_rate=0.8 * eta, num_iterations=12)
     wrong_sol = wrong.solve(ts[-1], **opts)
-    gflow_sol = gf.solve_flow(flow, ts[-1], ts=ts, observables=("loss", "sharpness"), rtol=1e-6, atol=1e-9)
+    gflow_sol = gf.solve_flow(flow, ts[-1], ts=ts, observables=("loss", "sharpness"), rtol=1e-6, atol=1e-9,
+                              solver="explicit")  # one compile (Tsit5), not the auto solver's two
     avg = np.array([loss[max(k - WINDOW // 2, 0): k + WINDOW // 2].mean() for k in ks])
     return dict(flow=flow, eta=eta, ks=ks, loss=loss, s_gd=s_gd, avg=avg, central=central_sol.observables,
                 wrong=wrong_sol.observables, gradient_flow=gflow_sol.observables)
