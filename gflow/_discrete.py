@@ -11,7 +11,7 @@ The clock (time of step k, from t0):
 - Heavy ball (`optax.sgd(η, momentum=β)`, Polyak: v ← βv + G, θ ← θ − ηv) moves by η/(1−β)·G
   per step once its velocity has built up: pass `momentum=β` and step k sits at
   t_k = t0 + k·η/(1−β), the clock on which heavy ball follows the plain flow to O(η) (Kovachki &
-  Stuart 2021) and `modified_flow(flow, η, momentum=β)` to O(η²) (shared/theory/classic.md §C.2).
+  Stuart 2021) and `modified_flow(flow, η, momentum=β)` to O(η²) (backward error analysis).
 - Adam and other normalised methods: t_k = t0 + k·η (leave `momentum=0`). Adam's first moment is
   an *average* m ← β₁m + (1−β₁)G (bias-corrected), not a sum, so its step is η·m̂/(√v̂ + ε) with
   no 1/(1−β₁) amplification; η is then the arc length per step of the preconditioned flow

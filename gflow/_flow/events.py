@@ -68,12 +68,13 @@ def edge_of_stability(learning_rate, *, momentum=0.0) -> TrainingEvent:
     `learning_rate` η: the optimizer's step (a scalar, may be traced); `momentum` β in [0, 1).
     λ_max is the top eigenvalue of the Hessian of L (Hessian-vector products only), κ the flow's
     `time_scale`; the threshold is λ_max = 2(1 + β)/(ηκ), the linear stability limit of GD
-    (β = 0, 2/η) and heavy ball on the local quadratic (classic.md §C.3). For `solve_flow` it
-    fires at the crossing (root-found in t); `solve_discrete` checks it at every step and stops
-    at the first step past the limit (including step 0). Past the limit GD may still
-    self-stabilise (Cohen et al. 2021, "Gradient Descent on Neural Networks Typically Occurs at
-    the Edge of Stability", arXiv:2103.00065) rather than diverge; the event says that the flow
-    stops describing it. Flows with per-parameter `rates` are refused.
+    (β = 0, 2/η) and heavy ball on the local quadratic (characteristic polynomial
+    z² − (1 + β − ηκλ)z + β). For `solve_flow` it fires at the crossing (root-found in t);
+    `solve_discrete` checks it at every step and stops at the first step past the limit
+    (including step 0). Past the limit GD may still self-stabilise rather than diverge (Cohen
+    et al. 2021, "Gradient Descent on Neural Networks Typically Occurs at the Edge of
+    Stability", arXiv:2103.00065); the event says that the flow stops describing it. Flows with
+    per-parameter `rates` are refused.
     """
     from .modified import check_momentum
 
