@@ -90,6 +90,9 @@ def fig1_run(small: bool):
 
 @register("pb-fig1", "Fig. 1 (a)–(d): a_i, w∥_i, γ(τ) and per-sample fitting time vs |x∥| (GD vs mean-field theory)")
 def fig1(out: Path, small: bool) -> list[Path]:
+    """Fig. 1 (a)–(d): ten a_i(τ), w∥_i(τ) (GD vs `MeanFieldHinge`), γ(τ) with its early and late
+    asymptotes, and each sample's first-satisfied time vs |x∥| with τ_sat(p) ± the finite-M spread.
+    Writes `pb-fig1` into `out`; `small`: M = 64, P = 2000, d = 20. Returns the written paths."""
     plt = _pyplot()
     flow, theory, ts, obs, first = fig1_run(small)
     th = theory.evaluate(ts)
@@ -129,6 +132,8 @@ def fig1(out: Path, small: bool) -> list[Path]:
 
 @register("pb-hyperbolas", "Node paths in the (a, w∥) plane: hyperbolas a² − w∥² = const converging to a = w∥")
 def hyperbolas(out: Path, small: bool) -> list[Path]:
+    """Node paths in the (a, w∥) plane: GD vs the hyperbolas a² − w∥² = const that converge to
+    a = w∥ (the Fig. 1 run). Writes `pb-hyperbolas` into `out`; returns the written paths."""
     plt = _pyplot()
     flow, theory, ts, obs, _ = fig1_run(small)
     th = theory.evaluate(ts)
@@ -145,6 +150,8 @@ def hyperbolas(out: Path, small: bool) -> list[Path]:
 
 @register("pb-rich-lazy", "γ(τ) and u(τ) for α ∈ {0.1, 1, 10}: the rich/lazy knob A = αλS0/h")
 def rich_lazy(out: Path, small: bool) -> list[Path]:
+    """γ(τ) and u(τ) of the P = ∞ closure for α ∈ {0.1, 1, 10} (the rich/lazy knob A = αλS0/h).
+    Writes `pb-rich-lazy` into `out`; returns the written paths."""
     plt = _pyplot()
     d = 20 if small else 100
     alphas = jnp.array([0.1, 1.0, 10.0])
@@ -164,6 +171,8 @@ def rich_lazy(out: Path, small: bool) -> list[Path]:
 
 @register("pb-slowing-down", "Slowing down: u(τ) and the hinge loss ∝ τ^{-1/2} on log-log axes")
 def slowing_down(out: Path, small: bool) -> list[Path]:
+    """The slowing down: u(τ) and the hinge loss ∝ τ^{-1/2} (P = ∞ closure, d = 100) with their
+    late-time asymptotes. Writes `pb-slowing-down` into `out`; returns the written paths."""
     plt = _pyplot()
     theory = MeanFieldHinge(d=100)
     ts = jnp.concatenate([jnp.zeros(1), jnp.geomspace(1e-2, 1e7, 200)])
@@ -181,6 +190,8 @@ def slowing_down(out: Path, small: bool) -> list[Path]:
 
 @register("pb-width", "Deviation from mean-field vs width M: slope −1/2 over seeds (frozen-dataset control flat)")
 def width(out: Path, small: bool) -> list[Path]:
+    """Deviation of random width-M networks from the mean-field theory vs M (slope −½, over seeds;
+    `finite_width_sweep`) with the frozen-dataset control. Writes `pb-width`; returns the paths."""
     plt = _pyplot()
     widths, seeds, P = ((16, 64), 4, 80) if small else ((32, 64, 128, 256, 512), 8, 400)
     data = separable_gaussian(P, 8, key=jr.PRNGKey(0), stratified=True, symmetrized=True)
@@ -199,6 +210,8 @@ def width(out: Path, small: bool) -> list[Path]:
 
 @register("pb-overfitting", "Train vs test error for P ∈ {1e2, 1e3, 1e4} (GD, finite P): test error stalls")
 def overfitting(out: Path, small: bool) -> list[Path]:
+    """Train vs test 0-1 error under GD for several training-set sizes P (finite P: the test error
+    stalls). Writes `pb-overfitting` into `out`; returns the written paths."""
     plt = _pyplot()
     Ps, M, d = ((100, 1000), 32, 20) if small else ((100, 1000, 10_000), 400, 100)
     dtau, saves, every = (0.05, 40, 10) if small else (0.05, 200, 100)

@@ -14,14 +14,14 @@ import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jaxtyping import Array, Float, Int, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray, Real
 
 from ..._data.base import Dataset
 from ..._models.two_layer import TwoLayer
 from ..._sweep import sweep
 from .closure import node_paths
 from .finite_p import MeanFieldHingeFiniteP, frozen_dataset_gamma
-from .observables import WithTeacher, a, unsatisfied_fraction, w_par
+from .observables import WithTeacher, a, loss, unsatisfied_fraction, w_par
 from .setup import check_count, mean_field_hinge_flow, teacher_of
 
 
@@ -38,7 +38,9 @@ class WidthSweep(eqx.Module):
 
 
 @eqx.filter_jit
-def fit_power_law(widths: Float[Array, " W"], errors: Float[Array, "W S"]) -> tuple[Float[Array, ""], Float[Array, ""]]:
+def fit_power_law(
+    widths: Real[ArrayLike, " W"], errors: Float[ArrayLike, "W S"]
+) -> tuple[Float[Array, ""], Float[Array, ""]]:
     """Slope of log(mean error) vs log M by weighted least squares, weights from the seed spread
     (σ_log ≈ SEM/mean; 10% when S = 1); returns (slope, its standard error)."""
     errors = jnp.asarray(errors)
@@ -92,7 +94,8 @@ def finite_width_sweep(
         return mean_field_hinge_flow(model, data, margin)
 
     teacher_t = tuple(float(x) for x in np.asarray(u))
-    observables = {"a": a, "w_par": WithTeacher(w_par, teacher_t), "unsatisfied_fraction": unsatisfied_fraction}
+    observables = {"loss": loss, "a": a, "w_par": WithTeacher(w_par, teacher_t),
+                   "unsatisfied_fraction": unsatisfied_fraction}
     grid = {"run": {"width": np.repeat(widths, S), "run": np.arange(W * S)}}
     ds = sweep(make_flow, 1, t1, grid=grid, ts=ts, observables=observables, solver=diffrax.Tsit5(), rtol=rtol,
                atol=atol, max_steps=max_steps, on_failure="raise", progress=False)
