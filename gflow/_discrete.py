@@ -222,7 +222,8 @@ def solve_discrete(
       `event_mask` says which, `result` = `RESULTS.event_occurred`.
     - `max_steps`: an optional cap on the steps (`RESULTS.max_steps_reached` past it).
     - `throw=True`: a non-finite loss or gradient at step k raises an error naming the step and
-      its time (an `eqx.branched_error_if`, so it works under jit and vmap); with `throw=False`
+      its time (an `eqx.branched_error_if`, so it works under jit and vmap, where one failing
+      member raises for the whole batch); with `throw=False`
       the run stops there with `result` = `RESULTS.nonfinite`, `t_final` = t_k, `params_final`
       the first non-finite state, and the entries saved after it are `inf` (as `solve_flow`
       fills entries after an event or a failure).

@@ -166,6 +166,12 @@ def test_clock_and_rounding():
         adam = solve_discrete(flow, optax.adam(0.01), 0.5, learning_rate=0.01, ts=ts)
     assert int(adam.stats["num_steps"]) == 50 and bool(adam.succeeded)
     assert float(adam.observables["loss"][-1]) < float(adam.observables["loss"][0])
+    capped = solve_discrete(flow, optax.sgd(0.1), 0.5, learning_rate=0.1, ts=ts, max_steps=3, throw=False)
+    assert capped.result == diffrax.RESULTS.max_steps_reached and int(capped.stats["num_steps"]) == 3
+    # steps 0 and 3 (t = 0, 0.3, 0.3) are within the cap; step 5 (t = 0.5) is not
+    assert np.all(np.isfinite(capped.observables["loss"][:3])) and np.isinf(capped.observables["loss"][3])
+    with pytest.raises(Exception, match=re.escape("`max_steps` was reached before `t1`")):
+        solve_discrete(flow, optax.sgd(0.1), 0.5, learning_rate=0.1, ts=ts, max_steps=3)
 
 
 def test_time_scale_is_the_flow_clock():
