@@ -31,7 +31,7 @@ MAX_STEPS = 20_000
 
 
 def theory(eps, a0, dtype):
-    return gf.SingleIndexMeanField(jnp.asarray(SIGMA, dtype=dtype), jnp.asarray(PHI, dtype=dtype), eps, a0)
+    return gf.bmz.SingleIndexMeanField(jnp.asarray(SIGMA, dtype=dtype), jnp.asarray(PHI, dtype=dtype), eps, a0)
 
 
 def gflow_fn(dtype, a0, ts, **solve_kw):
@@ -123,7 +123,7 @@ def run(args, size, dtype_name, precision):
     rng = np.random.default_rng(5)
     eps = 10.0 ** rng.uniform(-2.0, 0.0, cfg["values"])
     eps[:2] = [1e-2, 1.0]
-    a0_np = np.asarray(gf.quantile_weights(cfg["particles"]))
+    a0_np = np.asarray(gf.bmz.quantile_weights(cfg["particles"]))
     ts = common.score_times(T1)
     record = common.base_record("p4-reduced", size, dtype_name, precision,
                                 dict(cfg) | {"t1": T1, "theory": "SingleIndexMeanField", "sigma": SIGMA.tolist(),

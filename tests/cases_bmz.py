@@ -15,7 +15,6 @@ evaluation).
 import re
 
 import equinox as eqx
-import jax.numpy as jnp
 import jax.random as jr
 from helpers import SOLVER_ATOL, SOLVER_RTOL, TheoryCase
 

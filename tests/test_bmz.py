@@ -22,7 +22,7 @@ import gflow as gf
 from gflow.__main__ import main as cli
 
 # isort: split
-from cases_bmz import EPS, PHI, SIGMA
+from cases_bmz import CASES, EPS, PHI, SIGMA, WIDTH, bmz_flow
 from cases_bmz import single_index as data
 
 bmz = gf.bmz
@@ -111,11 +111,11 @@ OBSERVABLES = {"loss": "loss", "order_parameters": bmz.order_parameters, "alignm
 
 def _solve_network(model, ds, eps, ts):
     flow = gf.GradientFlow(model, gf.squared_error, ds, rates=bmz.layer_rates(model, eps))
-    return gf.solve_flow(flow, ts[-1], ts=ts, rtol=RTOL, atol=ATOL, solver=EXPLICIT, observables=OBSERVABLES).observables
+    sol = gf.solve_flow(flow, ts[-1], ts=ts, rtol=RTOL, atol=ATOL, solver=EXPLICIT, observables=OBSERVABLES)
+    return sol.observables
 
 
 network_batch = eqx.filter_jit(eqx.filter_vmap(_solve_network, in_axes=(0, 0, None, None)))
-network_single = eqx.filter_jit(_solve_network)
 
 
 def _stack(pairs):
@@ -124,22 +124,24 @@ def _stack(pairs):
 
 def test_span_trick_equals_flow_in_rd(getkey):
     """The flow in R^16 and in the 7 span coordinates agree to ≤ 1e-8 (identical ODE: both errors
-    are the solver's, ~1e-9 relative)."""
+    are the solver's, ~1e-9 relative). The reduced problem is zero-padded back to R^16 (its
+    padding stays 0: every velocity lies in the span), so the three flows are one vmapped solve."""
     m, d = 6, 16
     ds = data(d)
     w = jr.normal(getkey(), (m, d))
     model = gf.TwoLayer(d, m, SIGMA, scaling="mean_field", sphere=True, w=w / jnp.linalg.norm(w, axis=1, keepdims=True),
                         a=bmz.quantile_weights(m))
-    ts = TS[:45]
-    full = network_single(model, ds, EPS, ts)
     small_model, small_data, basis = bmz.span_coordinates(model, ds)
-    assert basis.shape == (d, m + 1)
-    small = network_single(small_model, small_data, EPS, ts)
-    np.testing.assert_allclose(small["loss"], full["loss"], atol=1e-8)
-    np.testing.assert_allclose(small["alignments"], full["alignments"], atol=1e-8)
+    assert basis.shape == (d, m + 1) and small_model.w.shape == (m, m + 1)
+    pad = lambda x: jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, d - m - 1)])  # noqa: E731
+    padded_model = eqx.tree_at(lambda mo: mo.w, model, pad(small_model.w))
+    padded_data = eqx.tree_at(lambda da: da.u_star, ds, pad(small_data.u_star))
     # Negative control: a different first-layer init misses by far more.
-    other = eqx.tree_at(lambda mo: mo.w, small_model, jnp.roll(small_model.w, 1, axis=1))
-    assert float(jnp.max(jnp.abs(network_single(other, small_data, EPS, ts)["loss"] - full["loss"]))) > 1e-2
+    other = eqx.tree_at(lambda mo: mo.w, padded_model, jnp.roll(padded_model.w, 1, axis=1))
+    out = network_batch(_stack([model, padded_model, other]), _stack([ds, padded_data, padded_data]), EPS, TS[:45])
+    np.testing.assert_allclose(out["loss"][1], out["loss"][0], atol=1e-8)
+    np.testing.assert_allclose(out["alignments"][1], out["alignments"][0], atol=1e-8)
+    assert float(jnp.max(jnp.abs(out["loss"][2] - out["loss"][0]))) > 1e-2
 
 
 def test_observables_transforms():
@@ -148,12 +150,15 @@ def test_observables_transforms():
     model, ds = bmz.single_index_network(data(), 5, dimension=8, key=jr.PRNGKey(2))
     flow = gf.GradientFlow(model, gf.squared_error, ds, rates=bmz.layer_rates(model, EPS))
     params = flow.params0
-    for fn in (bmz.order_parameters, bmz.alignments):
-        plain = fn(0.0, params, flow)
-        stacked = jax.tree_util.tree_map(lambda x: jnp.stack([x, 2 * x]), params)
-        for got in (eqx.filter_jit(fn)(0.0, params, flow), eqx.filter_vmap(lambda p: fn(0.0, p, flow))(stacked)[0],
-                    eqx.filter_jit(eqx.filter_vmap(lambda p: fn(0.0, p, flow)))(stacked)[0]):
-            np.testing.assert_allclose(got, plain, rtol=1e-14)
+    def fn(p):
+        return bmz.order_parameters(0.0, p, flow), bmz.alignments(0.0, p, flow)
+
+    plain = fn(params)
+    stacked = jax.tree_util.tree_map(lambda x: jnp.stack([x, 2 * x]), params)
+    for got in (eqx.filter_jit(fn)(params), [x[0] for x in eqx.filter_vmap(fn)(stacked)],
+                [x[0] for x in eqx.filter_jit(eqx.filter_vmap(fn))(stacked)]):
+        for g, p in zip(got, plain):
+            np.testing.assert_allclose(g, p, rtol=1e-14)
     np.testing.assert_allclose(bmz.alignments(0.0, params, flow), ds.alignments(model), rtol=1e-14)
     rates = jax.vmap(lambda e: bmz.layer_rates(model, e).a)(jnp.array([EPS, 2 * EPS]))
     np.testing.assert_allclose(rates[:, 0, 0], [5 / EPS, 5 / (2 * EPS)], rtol=1e-14)
@@ -187,8 +192,10 @@ class _Variant(gf.AbstractReducedODE):
         return self.theory.readout(tau, state)
 
 
-def _variants(n):
-    base = bmz.SingleIndexMeanField.from_data(data(), EPS, n)
+def _variants(n, copies=1):
+    # N = n particles, each repeated `copies` times: the same empirical measure, so the same
+    # mean-field flow (copies move together), in an array of n·copies particles.
+    base = bmz.SingleIndexMeanField.from_data(data(), EPS, n, a0=jnp.repeat(bmz.quantile_weights(n), copies))
     k = jnp.arange(4.0)
     root_fact = jnp.sqrt(jnp.exp(jax.scipy.special.gammaln(k + 1.0)))
     unnormalised = eqx.tree_at(lambda t: (t.activation_coefficients, t.target_coefficients), base,
@@ -196,7 +203,7 @@ def _variants(n):
     double_eps = eqx.tree_at(lambda t: t.eps, base, 2 * base.eps)
     one, zero = jnp.ones(()), jnp.zeros(())
     cases = [(base, one, one), (double_eps, one, one), (base, zero, one), (unnormalised, one, one), (base, one, zero)]
-    return _stack([_Variant(th, s, f, one) for th, s, f in cases])
+    return [_Variant(th, s, f, one) for th, s, f in cases]
 
 
 evaluate_variants = eqx.filter_jit(eqx.filter_vmap(lambda v: v.evaluate(TS, rtol=RTOL, atol=ATOL)))
@@ -204,8 +211,10 @@ evaluate_variants = eqx.filter_jit(eqx.filter_vmap(lambda v: v.evaluate(TS, rtol
 
 @pytest.fixture(scope="module")
 def reduced():
-    """{N: evaluate of the 5 variants (correct, 2ε, no (1−s²), unnormalised Hermite, frozen W)}."""
-    return {n: evaluate_variants(_variants(n)) for n in (64, 256)}
+    """{N: evaluate of the 5 variants (correct, 2ε, no (1−s²), unnormalised Hermite, frozen W)}:
+    N = 64 (each particle 4 times) and N = 256 in one vmapped solve of 256 particles."""
+    out = evaluate_variants(_stack(_variants(64, copies=4) + _variants(256)))
+    return {64: jax.tree_util.tree_map(lambda x: x[:5], out), 256: jax.tree_util.tree_map(lambda x: x[5:], out)}
 
 
 @pytest.fixture(scope="module")
@@ -276,13 +285,15 @@ def test_small_functions_transforms():
     ths = [bmz.SingleIndexMeanField.from_data(data(), e, 16) for e in (1e-2, 2e-2)]
     both = _stack(ths)
     ts = jnp.array([0.0, 1e-3, 1e-2])
-    fns = {"plateaus": lambda t: t.plateaus(), "t0": lambda t: t.phase_zero_time(),
-           "t1": lambda t: t.phase_one_time(), "risk0": lambda t: t.phase_zero_risk(ts)}
-    for name, fn in fns.items():
-        plain = jnp.stack([fn(th) for th in ths])
-        for got in (jnp.stack([eqx.filter_jit(fn)(th) for th in ths]), eqx.filter_vmap(fn)(both),
-                    eqx.filter_jit(eqx.filter_vmap(fn))(both)):
-            np.testing.assert_allclose(got, plain, rtol=1e-13, err_msg=name)
+    def fn(t):
+        return {"plateaus": t.plateaus(), "t0": t.phase_zero_time(), "t1": t.phase_one_time(),
+                "risk0": t.phase_zero_risk(ts)}
+
+    plain = _stack([fn(th) for th in ths])
+    for got in (_stack([eqx.filter_jit(fn)(th) for th in ths]), eqx.filter_vmap(fn)(both),
+                eqx.filter_jit(eqx.filter_vmap(fn))(both)):
+        for name in plain:
+            np.testing.assert_allclose(got[name], plain[name], rtol=1e-13, err_msg=name)
     eps = jnp.array([[1e-3, 1e-4, 1e-5], [1e-2, 1e-3, 1e-4]])
     times = 2.0 * eps**0.5
     plain = bmz.fit_time_scale(eps[0], times[0])
@@ -293,6 +304,20 @@ def test_small_functions_transforms():
 
 
 # ------------------------------------------------------------------ finite (m, d) networks
+def test_network_finite_dimension_matches_mean_field():
+    """Network (m = 255, d = 64m) vs the mean-field flow seeded from it: R and M_k within the
+    bound the THEORY_CASES row derives for d = ∞ (15/m over the curve's scale R(0)): at d = 64m
+    ≫ 1/ε the 1/√(εd) correction is below the 1/m one (the theory starts from the network's own
+    s_i(0) ~ N(0, 1/d)). Same shapes and options as the row: its compiled solve and evaluation."""
+    case = CASES[0]
+    flow = bmz_flow(dimension=64 * WIDTH, key=jr.PRNGKey(5))
+    sol = gf.solve_flow(flow, case.t1, ts=case.times(), observables=bmz.SingleIndexMeanField.observables,
+                        **case.solve_options)
+    errors = gf.compare(bmz.SingleIndexMeanField.from_flow(flow), sol, **case.compare_options)
+    assert max(float(e) for e in errors.values()) <= case.tolerance, errors
+
+
+# Paper-scale: the 1/m slope (m = 32, 64 at d = ∞) and the d → ∞ convergence (m = 64, 6 seeds).
 SEEDS = 6
 
 
@@ -309,6 +334,7 @@ def networks():
     return out
 
 
+@pytest.mark.slow
 def test_network_width_convergence(networks, reduced):
     """d = ∞ network vs the mean-field flow: max_t|R − R_mf| ≤ 15/m, with a 1/m rate (m·ΔR ≈
     11.5, 12.4 at m = 32, 64 in an independent check); network (m, d = 64m) vs R_mf: R and M_k ≤ 15/m."""
@@ -324,6 +350,7 @@ def test_network_width_convergence(networks, reduced):
     assert float(jnp.max(jnp.abs(finite_d["order_parameters"][1] - ref["order_parameters"][0]))) <= 15.0 / 32
 
 
+@pytest.mark.slow
 def test_network_dimension_convergence(networks):
     """Same m = 64, finite d vs d = ∞ on t ≤ 0.25, mean over SEEDS seeds, decreasing ~1/d while
     d ≫ 1/ε (an independent 3-seed check: 0.082 and 0.014). Seed-to-seed spread is large
@@ -341,8 +368,9 @@ def test_network_dimension_convergence(networks):
 
 # --------------------------------------------------------------------------------- time scales
 # Exit times with the explicit Tsit5 and a first step of 1% of ε (it resolves phase 0, rate σ_0²/ε):
-# at ε ≥ 1e-5 and N = 64 that is ≤ 10³ steps, and it compiles in a third of Kvaerno5's time. dt0
-# and the tolerances are arrays, so every call below with N = 64, degrees = 2 reuses one compile.
+# at ε ≥ 1e-5 and N = 64 that is ≤ 10³ steps, and it compiles in a third of Kvaerno5's time. dt0,
+# t1 and the tolerances are arrays, so the calls with N = 64, degrees = 2 and the same `throw`
+# reuse one compile (the notebook's small figures too).
 EXIT_EPS = (1e-3, 1e-4, 1e-5)
 TSIT5 = diffrax.Tsit5()
 
@@ -353,7 +381,7 @@ def _exit_theory(eps, n=64):
 
 def _exits(theory, **kw):
     kw.setdefault("dt0", 1e-2 * theory.eps)
-    return theory.exit_times(0.5, 2, **{"solver": TSIT5, "throw": False, **kw})
+    return theory.exit_times(0.5, 2, **{"solver": TSIT5, **kw})
 
 
 class _Traces:
@@ -406,7 +434,7 @@ def test_exit_times_failure_is_named_not_inf(exit_times):
     (throw=True) or a result code with `nan` times (throw=False); `inf` only for a solve that
     succeeded and did not reach the level (here: t1 before the phase-1 exit)."""
     th = _exit_theory(3.2e-5)
-    failed = _exits(th, dt0=0.1)  # the overflowing explicit first step, on the compiled path
+    failed = _exits(th, dt0=0.1, throw=False)  # an overflowing explicit first step
     assert failed.result == diffrax.RESULTS.nonfinite and not bool(failed.succeeded)
     assert bool(jnp.all(jnp.isnan(failed.times))), failed.times
     with pytest.raises(eqx.EquinoxRuntimeError, match=re.escape("the reduced-flow solve stopped before `t1`")):

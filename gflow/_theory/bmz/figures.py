@@ -103,7 +103,7 @@ def _save_particles(tau, state, args):
 def plot_neurons(out: Path, small: bool) -> list[Path]:
     """F2: the particles (s_i, a_i) at the end of each phase of the reduced flow."""
     plt = _pyplot()
-    eps, n = (1e-3, 16) if small else (1e-4, 256)
+    eps, n = (1e-3, 64) if small else (1e-4, 256)
     th = _theory(eps, n)
     degrees = 2 if small else 4
     t_exit = np.asarray(exit_time_table([eps], n, degrees, small=small)[0])
@@ -139,7 +139,7 @@ def plot_networks(out: Path, small: bool) -> list[Path]:
     """F3: finite-(m, d) networks against the reduced flow: the 1/m and d ≫ 1/ε convergence."""
     plt = _pyplot()
     eps = 1e-2
-    widths = (8, 16) if small else (16, 32, 64, 128)
+    widths = (8,) if small else (16, 32, 64, 128)  # small: one width, one compiled network solve
     ts = jnp.concatenate([jnp.zeros(1), jnp.geomspace(1e-3, 1.5, 30 if small else 80)])
     solver = "explicit" if small else None  # ε = 1e-2 is not stiff for Tsit5
     reference = np.asarray(risk_curves([eps], 16 if small else 1024, ts, small=small)[0])
@@ -169,7 +169,7 @@ def plot_timescales(out: Path, small: bool) -> list[Path]:
     """F4: plateau exit times t_l against ε (log-log), with the phase-0 and phase-1 formulas."""
     plt = _pyplot()
     eps = np.array([1e-2, 3e-3, 1e-3]) if small else np.logspace(-2, -6, 9)
-    n, degrees = (16, 2) if small else (128, 4)
+    n, degrees = (64, 2) if small else (128, 4)
     times = np.asarray(exit_time_table(eps, n, degrees, small=small))
     t0 = np.asarray([_theory(e, n).phase_zero_time() for e in eps])
     t1 = np.asarray([_theory(e, n).phase_one_time() for e in eps])

@@ -16,7 +16,15 @@ from ..._data.base import AbstractDataset, Dataset
 from ..._losses import squared_error
 from ..._models.base import resolve_activation
 from ..._validate import check_float_array, check_positive, message, regime_error
-from .hermite import DEFAULT_DEGREE, hermite_coefficients, power_series, polynomial_degree, second_moment, warn_if_unlearnable
+from .hermite import (
+    DEFAULT_DEGREE,
+    hermite_coefficients,
+    polynomial_degree,
+    power_series,
+    second_moment,
+    warn_if_unlearnable,
+)
+
 
 class SingleIndex(AbstractDataset):
     """Population data x ~ N(0, I_d), y = φ(⟨u*, x⟩) (+ N(0, τ²) label noise), ‖u*‖ = 1.
@@ -55,7 +63,8 @@ class SingleIndex(AbstractDataset):
         noise: float = 0.0,
     ):
         if not callable(target):
-            raise TypeError(message("target", "be a callable φ (e.g. gflow.bmz.HermiteSeries([...]))", type(target).__name__))
+            raise TypeError(message("target", "be a callable φ (e.g. gflow.bmz.HermiteSeries([...]))",
+                                    type(target).__name__))
         if not isinstance(d, int) or isinstance(d, bool) or d < 1:
             raise ValueError(message("d", "be an integer ≥ 1", repr(d)))
         activation = resolve_activation(activation)
