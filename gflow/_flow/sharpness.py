@@ -61,7 +61,8 @@ def _lanczos(matvec, v0: Float[Array, " P"], m: int):
     dtype = v0.dtype
     eps = jnp.finfo(dtype).eps
     q0 = v0 / jnp.linalg.norm(v0)
-    key = jr.PRNGKey(0)
+    # restart vectors for breakdowns, drawn once (an RNG inside the loop body compiles slowly)
+    restarts = jr.normal(jr.PRNGKey(0), (m, P), dtype)
 
     def orthogonalise(Q, w):
         w = w - Q.T @ (Q @ w)
@@ -77,7 +78,7 @@ def _lanczos(matvec, v0: Float[Array, " P"], m: int):
         beta = jnp.linalg.norm(w)
         scale = jnp.maximum(scale, jnp.abs(alpha) + beta)
         broke = beta <= 1e3 * eps * scale
-        fresh = orthogonalise(Q, jr.normal(jr.fold_in(key, j), (P,), dtype))
+        fresh = orthogonalise(Q, restarts[j])
         fresh = fresh / jnp.linalg.norm(fresh)
         q_next = jnp.where(broke, fresh, w / jnp.where(broke, 1.0, beta))
         beta = jnp.where(broke, 0.0, beta)
