@@ -71,15 +71,15 @@ def plot_central_flow(flow: GradientFlow | None = None, learning_rate: float | N
     sliding mean over `window` steps) against the central flow's predicted time-averaged loss
     L + ½σ²S and gradient flow's loss; and the sharpness S(θ) of the three with the edge 2/(ηκ).
 
-    Defaults: `edge_of_stability_problem()`, η = 1/S(θ0), 1000 steps (`small`: 400, with a
-    40-step window). `axes`: two matplotlib axes to draw on (default: a new figure). Returns
-    the figure."""
+    Defaults: `edge_of_stability_problem()`, η = 1/S(θ0), 1000 steps (`small`: 250 steps, the
+    edge and its catapult only, with a 20-step window). `axes`: two matplotlib axes to draw on
+    (default: a new figure). Returns the figure."""
     plt = _pyplot()
     if steps is None:
-        steps = 400 if small else 1000
+        steps = 250 if small else 1000
     if small:
-        window = min(window, 40)
-    runs = central_flow_runs(flow, learning_rate, steps, window=window, num_saves=41 if small else 101)
+        window = min(window, 20)
+    runs = central_flow_runs(flow, learning_rate, steps, window=window, num_saves=26 if small else 101)
     if axes is None:
         fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     else:
