@@ -22,9 +22,9 @@ below S* the oscillation dies out (σ² = 0). At the edge S = S* must be kept, d
 
     σ² = max(0, −2⟨∇L, ∇S⟩ / ‖∇S‖²)   once S has reached S*,   σ² = 0 before;      (2)
 
-then (1) is gradient flow projected onto the tangent space of {S = S*} (the paper's "projected
-gradient flow onto the stable region S ≤ 2/η"), and the max(0, ·) lets the flow leave the edge
-when plain gradient flow would lower S. The predicted time-averaged loss is
+then (1) is −∇L projected onto the tangent space of {S = S*}: with the max(0, ·), which lets the
+flow leave the edge when plain gradient flow would lower S, it is gradient flow projected onto
+the stable region {S ≤ 2/(ηκ)}. The predicted time-averaged loss is
 
     E[L(θ̄ + x u)] = L(θ̄) + ½ σ² S(θ̄) + O(x³)   ( = L + σ²/(ηκ) at the edge).          (3)
 
