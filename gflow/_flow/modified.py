@@ -78,6 +78,7 @@ class ModifiedLoss(AbstractDataset):
     rates: PyTree | None
 
     def mean_loss(self, model: Callable, loss: Callable) -> Float[Array, ""]:
+        """L̃ = L + c‖∇L‖²_R for `model` (gradient over its trainable arrays)."""
         params, static = eqx.partition(model, model.trainable())
         value, grad = jax.value_and_grad(lambda p: self.data.mean_loss(eqx.combine(p, static), loss))(params)
         return value + self.coefficient * _squared_norm(grad, self.rates)
@@ -88,6 +89,7 @@ class ModifiedLoss(AbstractDataset):
         return getattr(self.data, "sample_mask", None)
 
     def unpadded(self) -> "ModifiedLoss":
+        """The same modified loss on the wrapped data without its padding samples."""
         data = self.data.unpadded() if hasattr(self.data, "unpadded") else self.data
         return ModifiedLoss(data, self.coefficient, self.rates)
 
