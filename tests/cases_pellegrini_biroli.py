@@ -1,7 +1,8 @@
 """THEORY_CASES rows of Pellegrini & Biroli 2020 (arXiv:2006.11209): the exact finite-P solution,
-the P = ∞ closure on the same exact case, and the linear-σ moment flow on separable and
-non-separable labels. The problems (tests/problems_pellegrini_biroli.py) are cached, so the two
-rows on one problem share its flow and the compile of its solve."""
+the P = ∞ closure on the same exact case, and the linear-σ moment flow (its non-separable case is
+tests/test_pellegrini_biroli.py::test_linear_moments_v, on the same compiled solves). The problems
+(tests/problems_pellegrini_biroli.py) are cached, so the rows on one problem share its flow and the
+compile of its solve."""
 
 import diffrax
 import jax.numpy as jnp
@@ -133,19 +134,6 @@ CASES = (
         perturb=lambda flow: pb_with_model(flow, a=lambda a: 1.01 * a),  # v0 1% off: ≫ 10 × 1e-7
         regime_errors=((_relu_linear_problem, {}, "σ = linear"),
                        (lambda: _with(pb_linear_problem(), loss=gf.logistic), {}, "linear hinge")),
-        compare_options={"scale": "curve"},
-        solve_options=_EXPLICIT,
-    ),
-    # The same on non-separable labels (issue #12, defect 5): for σ linear the labels enter only
-    # through G = ⟨y x⟩_U and the active set, so the moment flow stays exact (same bound).
-    TheoryCase(
-        name="pb-linear-moments-nonseparable",
-        make_flow=lambda: pb_linear_problem(flipped=3),
-        theory=pb.LinearMeanFieldMoments,
-        t1=2.0,
-        tolerance=1e-7,
-        observables=("loss", "unsatisfied_fraction"),
-        perturb=lambda flow: pb_with_model(flow, a=lambda a: 1.01 * a),
         compare_options={"scale": "curve"},
         solve_options=_EXPLICIT,
     ),

@@ -193,6 +193,8 @@ def test_linear_moments_v(flipped):
     theory = pb.LinearMeanFieldMoments.from_flow(flow)
     pred = theory.evaluate(sol.ts)
     assert _rel(sol.observables["v"], pred["v"]) < 1e-7
+    assert _rel(sol.observables["loss"], pred["loss"]) < 1e-7
+    np.testing.assert_array_equal(sol.observables["unsatisfied_fraction"], pred["unsatisfied_fraction"])
     assert bool(jnp.all((pred["generalization_error"] >= 0) & (pred["generalization_error"] <= 1)))
     assert float(pred["unsatisfied_fraction"][-1]) < 0.7  # several kinks crossed
     if flipped:

@@ -13,6 +13,7 @@ margin, which adaptive ODE solvers cannot cross; GD simply chatters across them.
 from functools import partial
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -77,6 +78,17 @@ def fig1_setup(small: bool):
 _CACHE: dict = {}
 
 
+def _closure_grid(tau_max: float):
+    """0 ∪ 200 log-spaced τ in [1e-2, tau_max]: one shape for every closure curve (one compile)."""
+    return jnp.concatenate([jnp.zeros(1), jnp.geomspace(1e-2, tau_max, 200)])
+
+
+def _closure(theory: MeanFieldHinge) -> MeanFieldHinge:
+    """The same closure without its nodes (γ, F, u, loss only; the node-less shape of the others)."""
+    empty = jnp.zeros(0, theory.a0.dtype)
+    return eqx.tree_at(lambda t: (t.a0, t.w_par0), theory, (empty, empty))
+
+
 def fig1_run(small: bool):
     if ("fig1", small) not in _CACHE:
         flow, x_test = fig1_setup(small)
@@ -103,8 +115,8 @@ def fig1(out: Path, small: bool) -> list[Path]:
             ax[0, k].plot(ts, th[name][:, i], "-", color=f"C{i}")
     ax[0, 0].set(xlabel="τ = α t / M", ylabel="a_i(τ)", title="(a) second layer (circles: GD, lines: theory)")
     ax[0, 1].set(xlabel="τ", ylabel="w∥_i(τ)", title="(b) teacher projection of w_i")
-    tt = jnp.concatenate([jnp.zeros(1), jnp.geomspace(1e-2, 1e4, 200)])
-    g = theory.evaluate(tt)["gamma"]
+    tt = _closure_grid(1e4)
+    g = _closure(theory).evaluate(tt)["gamma"]
     late = theory.late_time()
     ax[1, 0].plot(tt[1:], g[1:], "k-", label="γ(τ) closure")
     ax[1, 0].plot(tt[1:], theory.gain * np.sqrt(2 / np.pi) * tt[1:], "--", label="λ√(2/π) τ")
@@ -155,8 +167,9 @@ def rich_lazy(out: Path, small: bool) -> list[Path]:
     plt = _pyplot()
     d = 20 if small else 100
     alphas = jnp.array([0.1, 1.0, 10.0])
-    ts = jnp.concatenate([jnp.zeros(1), jnp.geomspace(1e-2, 1e5, 150)])
-    obs = jax.jit(jax.vmap(lambda a: MeanFieldHinge(d=d, alpha=a).evaluate(ts)))(alphas)
+    ts = _closure_grid(1e5)
+    runs = [MeanFieldHinge(d=d, alpha=a).evaluate(ts) for a in alphas]  # one compile (the shared grid shape)
+    obs = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *runs)
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     for k, a in enumerate(alphas):
         A = float(MeanFieldHinge(d=d, alpha=a).knob)
@@ -175,7 +188,7 @@ def slowing_down(out: Path, small: bool) -> list[Path]:
     late-time asymptotes. Writes `pb-slowing-down` into `out`; returns the written paths."""
     plt = _pyplot()
     theory = MeanFieldHinge(d=100)
-    ts = jnp.concatenate([jnp.zeros(1), jnp.geomspace(1e-2, 1e7, 200)])
+    ts = _closure_grid(1e7)
     obs = theory.evaluate(ts)
     lt = theory.late_time()
     fig, ax = plt.subplots(figsize=(5.5, 4))
