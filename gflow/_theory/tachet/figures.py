@@ -72,6 +72,8 @@ def _evaluate(theory, ts):
 
 @register("tachet-modes", "F1: independent modes, per-mode margins of a 4-mode ReLU net, theory vs simulation")
 def fig_modes(out: Path, small: bool) -> list[Path]:
+    """F1, independent modes: per-mode margins z_k(t) of the 4-mode ReLU net under hinge and CE,
+    theory (`TwoLayerModes`, `TwoLayerModesCE`) against simulation."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, loss in zip(axes, ("hinge", "logistic")):
@@ -129,6 +131,8 @@ def fig_error(out: Path, small: bool) -> list[Path]:
 
 @register("tachet-phase", "F3: initial-parameter phase diagram (u0, ṽ0), coloured by the simulated final margin")
 def fig_phase(out: Path, small: bool) -> list[Path]:
+    """F3, failed training: the (u₀, ṽ₀) plane coloured by the simulated final margin at T = 100 (CE),
+    with the hyperbolic flow lines, the separatrix ṽ₀ = −u₀ and the regions D/F/R/S."""
     plt = _pyplot()
     n = 16 if small else 64  # small: the grid of test_tachet's phase-map check (one compile)
     grid = jnp.linspace(-1.0, 1.0, n)
@@ -156,6 +160,8 @@ def fig_phase(out: Path, small: bool) -> list[Path]:
 
 @register("tachet-speed", "F4: time to learn against frequency and norm (log-log), slopes −1 (p) and ≈ −1 / −2 (s)")
 def fig_speed(out: Path, small: bool) -> list[Path]:
+    """F4, speed: time to reach margin 2 against frequency p and input norm s (log-log), two-layer
+    (slope −1 in p, ≈ −1 in s) and linear (slope −2 in s), with simulated event times."""
     plt = _pyplot()
     z_star = 2.0
     u0 = 0.1
@@ -203,6 +209,8 @@ def gf_expi(x):
 
 @register("tachet-ce-vs-hinge", "F5: CE vs hinge on the same init: margin, loss, and the R7 clock delay")
 def fig_ce_vs_hinge(out: Path, small: bool) -> list[Path]:
+    """F5, CE vs hinge on the same init: margin and loss; hinge stops at margin 1 at t_h, CE grows
+    like ln t with loss ~ 1/(t ln t)."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     dense = jnp.logspace(-2, 4, 300)
@@ -225,6 +233,8 @@ def fig_ce_vs_hinge(out: Path, small: bool) -> list[Path]:
 
 @register("tachet-starvation", "F6: gradient starvation, norm version (R8a) and frequency version (R8c)")
 def fig_starvation(out: Path, small: bool) -> list[Path]:
+    """F6, gradient starvation: by norm (s = (2, 0.5), `LinearCEMargins`, against the weak feature
+    trained alone) and by frequency (`FrequencyStarvation`, q ∈ {0.1, 0.5, 0.9})."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     ts = jnp.logspace(-2, 6, 30 if small else 60)
@@ -264,6 +274,8 @@ def fig_starvation(out: Path, small: bool) -> list[Path]:
 
 @register("tachet-depth", "F7: margin vs time for depth L = 1, 2, 3 at matched z0 (theory for L = 1, 2)")
 def fig_depth(out: Path, small: bool) -> list[Path]:
+    """F7, depth: margin z(t) of balanced ReLU chains of depth L = 1, 2, 3 at matched z₀ (CE),
+    with the L = 1 (Wright ω) and L = 2 (Ei) closed forms."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
     z0 = 1e-2
@@ -317,7 +329,8 @@ def fig_digits(out: Path, small: bool) -> list[Path]:
             w = flow.model(params).v[0, :-1]
             return jnp.mean(jnp.asarray(y) * (X[:, :-1] @ w))
 
-        sol = solve_flow(flow, ts[-1], ts=ts, observables={"pixel": pixel_margin}, rtol=1e-8, atol=1e-10)
+        sol = solve_flow(flow, ts[-1], ts=ts, observables={"pixel": pixel_margin}, solver="explicit",
+                         rtol=1e-8, atol=1e-10)
         ax.plot(sol.ts, sol.observables["pixel"], style, label=f"easy feature on {int(frac * 100)}% of samples")
     ax.set(xscale="log", xlabel="t", ylabel="mean margin from the pixels",
            title="digits 3 vs 8: starvation of the pixel features")

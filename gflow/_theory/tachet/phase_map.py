@@ -21,7 +21,7 @@ def phase_map_margins(u0: Float[Array, " m"], vt0: Float[Array, " m"], t1: float
                       rtol: float = 1e-8, atol: float = 1e-10) -> Float[Array, " m"]:
     """Simulated margin z(t1) of f(x) = v relu(u x) on one sample x = 1, y = +1 (s = p = 1) under
     cross-entropy, for each init (u₀, ṽ₀ = v₀) of the batch (m,); t1 on the flow's clock. One
-    vmapped solve, compiled once per batch size. Compare with `phase_region` and `crossing_time`:
+    vmapped explicit (Tsit5) solve, compiled once per batch size. Compare with `phase_region` and `crossing_time`:
     z(t1) > 0 exactly where the unit starts in S, or in R with t_c < t1; z = 0 in D and F."""
     return _phase_map_margins(jnp.asarray(u0), jnp.asarray(vt0), float(t1), float(rtol), float(atol))
 
@@ -33,7 +33,7 @@ def _phase_map_margins(u0, vt0, t1, rtol, atol):
     def final_margin(u, v):
         model = TwoLayer(1, 1, "relu", w=u.reshape(1, 1), a=v.reshape(1, 1))
         sol = solve_flow(GradientFlow(model, logistic, data), t1, ts=jnp.array([t1], u0.dtype),
-                         observables=["margins"], rtol=rtol, atol=atol)
+                         observables=["margins"], solver="explicit", rtol=rtol, atol=atol)
         return sol.observables["margins"][-1, 0]
 
     return jax.vmap(final_margin)(u0, vt0)

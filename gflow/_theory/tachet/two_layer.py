@@ -119,16 +119,19 @@ class TwoLayerModes(AbstractTheory):
     Units with A ≤ 0 < u₀ die (u = 0) at τ_d = ½ ln(−B/A) (region F); units with u₀ ≤ 0 never
     move (region D). Assumes orthogonal single-feature modes, equal norms and one label per mode,
     no biases, each unit positive on at most one mode (`proper_init`).
-    Fields: `units` (`TwoLayerUnits`), `time_scale` κ. Observables: `margins` (T, n), `loss` (T,),
+    Fields: `units` (`TwoLayerUnits`), `stop_clocks` τ_h (K,) (found once, at construction, by
+    bracketed Newton on z_k(τ) = 1), `time_scale` κ. Observables: `margins` (T, n), `loss` (T,),
     `classification_error` (T,), `first_layer_strengths` (T, h) = u_j, `output_weights` (T, h) = v_j.
     """
 
     units: TwoLayerUnits
+    stop_clocks: Float[Array, " K"]
     time_scale: Float[Array, ""]
     observables: ClassVar[dict] = TWO_LAYER_OBSERVABLES
 
     def __init__(self, units: TwoLayerUnits, time_scale=1.0):
         self.units = units
+        self.stop_clocks = _stop_clocks(units)  # compiled once per shape
         self.time_scale = jnp.asarray(time_scale, dtype=units.s.dtype)
 
     @classmethod
@@ -141,7 +144,7 @@ class TwoLayerModes(AbstractTheory):
                    flow.time_scale)
 
     def observables_at(self, tau: Times, **solver_options) -> Observables:
-        clocks = jnp.minimum(self.units.rates[None, :] * tau[:, None], self.units.stop_clocks()[None, :])
+        clocks = jnp.minimum(self.units.rates[None, :] * tau[:, None], self.stop_clocks[None, :])
         return self.units.observables_at(clocks, lambda z: jax.nn.relu(1.0 - z))
 
     def stop_times(self) -> Float[Array, " K"]:
@@ -160,8 +163,13 @@ class TwoLayerModes(AbstractTheory):
 
 
 @eqx.filter_jit
+def _stop_clocks(units: TwoLayerUnits):
+    return units.stop_clocks()
+
+
+@eqx.filter_jit
 def _stop_times(theory: TwoLayerModes):
-    return theory.units.stop_clocks() / (theory.time_scale * theory.units.rates)
+    return theory.stop_clocks / (theory.time_scale * theory.units.rates)
 
 
 @eqx.filter_jit
