@@ -9,7 +9,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from helpers import TheoryCase, ntk_problem
+from helpers import SOLVER_ATOL, SOLVER_RTOL, TheoryCase, ntk_problem
 
 import gflow as gf
 
@@ -36,7 +36,7 @@ def shifted_base(flow, eps=1e-2):
     return gf.GradientFlow(gf.ntk.LinearizedModel(moved), flow.loss, flow.data)
 
 
-def _times():
+def times():
     return jnp.concatenate([jnp.zeros(1), jnp.logspace(-3, 0, 40) * T1])
 
 
@@ -45,8 +45,9 @@ CASES = (
     # relative to the output scale (measured 3e-9); the closed form is exact. Outputs cross zero,
     # so errors are taken relative to each curve's scale (`scale="curve"`); tolerance 1e-8.
     TheoryCase(
-        name="ntk-linearized-width64", make_flow=linearized_flow, theory=LIN, t1=T1, ts=_times,
+        name="ntk-linearized-width64", make_flow=linearized_flow, theory=LIN, t1=T1, ts=times,
         tolerance=1e-8, perturb=shifted_base, compare_options={"scale": "curve"},
+        solve_options={"rtol": SOLVER_RTOL, "atol": SOLVER_ATOL, "solver": "explicit"},
         regime_errors=(
             (lambda: gf.GradientFlow(linearized_flow().model0, gf.logistic, linearized_flow().data), {},
              r"LinearizedMSE assumes the loss squared_error"),
