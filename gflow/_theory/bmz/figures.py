@@ -61,11 +61,24 @@ def _options(small: bool) -> dict:
     return {"solver": _solver(small), "rtol": RTOL, "atol": ATOL, "dt0": _dt0(small)}
 
 
+# Small mode draws the problem of gflow's own test table (N = 255, 41 times, ε = 1e-2 networks
+# at rtol 1e-10 to t = 3), so a test run reuses the compiled solves instead of compiling its own.
+SMALL_PARTICLES = 255
+SMALL_T1 = 3.0
+SMALL_NETWORK_OPTIONS = {"solver": "explicit", "rtol": 1e-10, "atol": 1e-12,
+                         "observables": SingleIndexMeanField.observables}
+
+
+def _small_times(lo: float, t1: float):
+    return jnp.concatenate([jnp.zeros(1), jnp.logspace(lo, 0, 40) * t1])
+
+
 # The ε loops below call one compiled solve per shape (a theory is a pytree: another ε reuses
 # it); a vmap over ε would run in lockstep, every ε paying the steps of the stiffest one.
 def risk_curves(eps, n: int, ts, *, small: bool = False):
     """Reduced-flow risk (E, T) at flow times `ts` for every ε in `eps` (N = `n` particles)."""
-    return jnp.stack([_theory(e, n).evaluate(ts, **_options(small))["loss"] for e in eps])
+    options = {} if small else _options(small)  # small: ε ≥ 1e-3, Tsit5 with its own first step
+    return jnp.stack([_theory(e, n).evaluate(ts, **options)["loss"] for e in eps])
 
 
 def exit_time_table(eps, n: int, degrees: int, t1: float = 2.0, *, small: bool = False):
@@ -78,9 +91,8 @@ def plot_staircase(out: Path, small: bool) -> list[Path]:
     """F1: the risk staircase R(t) of the reduced flow for several ε, plateaus P_l marked."""
     plt = _pyplot()
     eps = [1e-2, 1e-3] if small else [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
-    n = 16 if small else 128
-    ts = (jnp.concatenate([jnp.zeros(1), jnp.geomspace(1e-4, 0.3, 30)]) if small
-          else jnp.concatenate([jnp.zeros(1), jnp.geomspace(1e-7, 2.0, 200)]))
+    n = SMALL_PARTICLES if small else 128
+    ts = _small_times(-3.5, 0.3) if small else jnp.concatenate([jnp.zeros(1), jnp.geomspace(1e-7, 2.0, 200)])
     risk = np.asarray(risk_curves(eps, n, ts, small=small))
     plateaus = np.asarray(SingleIndexMeanField.from_data(bmz_problem(), 1e-2, n).plateaus())
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -120,17 +132,19 @@ def plot_neurons(out: Path, small: bool) -> list[Path]:
     return save_figure(fig, out, "bmz-neurons", dpi=120)
 
 
-def network_risks(widths, eps: float, ts, dimension_factor: int | None = None, seed: int = 0, *, solver=None):
-    """Risk (T,) at flow times `ts` of d = ∞ networks (or d = factor·m through the span trick)
-    for each width m in `widths`, with the layer rates of ε."""
+def network_risks(widths, eps: float, ts, dimension_factor: int | None = None, seed: int = 0, *, t1=None,
+                  **options):
+    """Risk (T,) at flow times `ts` (to `t1`, default ts[-1]) of d = ∞ networks (or d = factor·m
+    through the span trick) for each width m in `widths`, with the layer rates of ε; `options`
+    go to `solve_flow` (default tolerances rtol 1e-6, atol 1e-9)."""
     data = bmz_problem()
     out = []
     for i, m in enumerate(widths):
         d = None if dimension_factor is None else dimension_factor * m
         model, dm = single_index_network(data, m, dimension=d, key=jr.PRNGKey(seed + i))
         flow = GradientFlow(model, squared_error, dm, rates=layer_rates(model, eps))
-        kwargs = {} if solver is None else {"solver": solver}
-        out.append(solve_flow(flow, ts[-1], ts=ts, rtol=RTOL, atol=ATOL, **kwargs).observables["loss"])
+        kwargs = {"rtol": RTOL, "atol": ATOL, **options}
+        out.append(solve_flow(flow, ts[-1] if t1 is None else t1, ts=ts, **kwargs).observables["loss"])
     return out
 
 
@@ -139,12 +153,12 @@ def plot_networks(out: Path, small: bool) -> list[Path]:
     """F3: finite-(m, d) networks against the reduced flow: the 1/m and d ≫ 1/ε convergence."""
     plt = _pyplot()
     eps = 1e-2
-    widths = (8,) if small else (16, 32, 64, 128)  # small: one width, one compiled network solve
-    ts = jnp.concatenate([jnp.zeros(1), jnp.geomspace(1e-3, 1.5, 30 if small else 80)])
-    solver = "explicit" if small else None  # ε = 1e-2 is not stiff for Tsit5
-    reference = np.asarray(risk_curves([eps], 16 if small else 1024, ts, small=small)[0])
-    infinite = network_risks(widths, eps, ts, solver=solver)
-    finite = network_risks(widths, eps, ts, dimension_factor=64, solver=solver)
+    widths = (SMALL_PARTICLES,) if small else (16, 32, 64, 128)  # small: one width, one compiled solve
+    ts = _small_times(-3.0, SMALL_T1) if small else jnp.concatenate([jnp.zeros(1), jnp.geomspace(1e-3, 1.5, 80)])
+    options = {"t1": SMALL_T1, **SMALL_NETWORK_OPTIONS} if small else {}
+    reference = np.asarray(risk_curves([eps], SMALL_PARTICLES if small else 1024, ts, small=small)[0])
+    infinite = network_risks(widths, eps, ts, **options)
+    finite = network_risks(widths, eps, ts, dimension_factor=64, **options)
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
     ax.plot(ts[1:], reference[1:], "k-", lw=2, label="reduced flow")
     errors = []

@@ -96,10 +96,12 @@ class SingleIndex(AbstractDataset):
 
     @property
     def d(self) -> int:
+        """The input dimension d."""
         return self.u_star.shape[-1]
 
     @property
     def degree(self) -> int:
+        """K, the Hermite degree of the series (coefficients k = 0..K)."""
         return self.target_coefficients.shape[-1] - 1
 
     def _check_model(self, model, loss):
