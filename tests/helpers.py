@@ -144,6 +144,8 @@ class TheoryCase:
     ts: Callable | None = None
     control_factor: float = 10.0
     t0_tolerance: float = 1e-10
+    transform_rtol: float = 1e-9  # plain vs jit/vmap: the same computation, to round-off (an
+    transform_atol: float = 1e-12  # adaptive solve of a discontinuous field may need more)
     solve_options: dict = dataclasses.field(
         default_factory=lambda: {"rtol": SOLVER_RTOL, "atol": SOLVER_ATOL})
     compare_options: dict = dataclasses.field(default_factory=dict)
@@ -173,4 +175,11 @@ def _collect_cases():
     return tuple(cases)
 
 
-THEORY_CASES: tuple = _collect_cases()
+def __getattr__(name):
+    # THEORY_CASES is collected on first use (not at import), so the cases files may import
+    # this module's problem factories.
+    if name == "THEORY_CASES":
+        global THEORY_CASES
+        THEORY_CASES = _collect_cases()
+        return THEORY_CASES
+    raise AttributeError(name)

@@ -89,7 +89,8 @@ def test_transforms(name):
     for n in _names(case):
         ref = np.asarray(plain[n])
         for label, got in (("jit", jitted[n]), ("vmap", vmapped[n][1]), ("jit∘vmap", jit_vmapped[n][0])):
-            np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-9, atol=1e-12, err_msg=f"{n} {label}")
+            np.testing.assert_allclose(np.asarray(got), ref, rtol=case.transform_rtol, atol=case.transform_atol,
+                                       err_msg=f"{n} {label}")
 
 
 @pytest.mark.parametrize("name", IDS)

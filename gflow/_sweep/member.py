@@ -13,7 +13,7 @@ import jax.random as jr
 from jaxtyping import Array, Float
 
 from .._flow import GradientFlow, solve_flow
-from .._flow.observables import resolve_observables
+from .._flow.observables import OBSERVABLES, resolve_observables
 from .._flow.solve import energy_residual
 from .._validate import message
 
@@ -117,7 +117,7 @@ def member_solver(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, 
     """(`solve_one(key, hyper) -> (stored variables, flow)`, the `Member`)."""
     obs = resolve_observables(observables)
     if "loss" not in obs:
-        obs = {"loss": "loss", **obs}
+        obs = {"loss": OBSERVABLES["loss"], **obs}
     clash = set(obs) & set(SUMMARIES)
     if clash:
         raise ValueError(message("observables", f"use names other than the summaries {SUMMARIES}", sorted(clash)))
