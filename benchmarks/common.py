@@ -27,11 +27,10 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 import diffrax
-
-import gflow as gf
 import jax.numpy as jnp
 import numpy as np
 
+import gflow as gf
 from gflow._validate import message
 
 HERE = Path(__file__).resolve().parent

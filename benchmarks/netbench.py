@@ -29,14 +29,12 @@ import jax
 import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
-
-import gflow as gf
 from common import (
-    log,
     GD_TOLERANCE,
     add_flops,
     curve_error,
     interp_curve,
+    log,
     method,
     reference_kwargs,
     skipped,
@@ -44,6 +42,8 @@ from common import (
     timed_python,
     two_layer_rhs_flops,
 )
+
+import gflow as gf
 
 
 @dataclasses.dataclass
@@ -303,7 +303,8 @@ def search_lr(net, dtype, t1, ts, ref, *, lr0, max_halvings=14, max_steps=None):
     for _ in range(max_halvings + 1):
         steps = int(math.floor(t1 / lr)) + 1
         if max_steps is not None and steps > max_steps:
-            return None, trail, f"η = {lr:.3g} needs {steps} steps > cap {max_steps} before reaching error {GD_TOLERANCE:g}"
+            why = f"η = {lr:.3g} needs {steps} steps > cap {max_steps} before reaching error {GD_TOLERANCE:g}"
+            return None, trail, why
         loss, _ = fn(*args, jnp.asarray(lr, dtype=dtype), jnp.asarray(ts, dtype=dtype))
         err = score(np.asarray(loss), ref)
         trail.append({"lr": lr, "error": err, "steps": steps})

@@ -8,10 +8,9 @@ torchdiffeq, ≥ 20× the PyTorch GD loop at matched accuracy (error ≤ 1e-4), 
 ≥ 50 % of the measured matmul roofline on a GPU.
 """
 
+import common
 import diffrax
 import jax.numpy as jnp
-
-import common
 import netbench
 
 SIZES = {

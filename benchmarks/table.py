@@ -29,8 +29,9 @@ def rows(record):
         if record.get("plot") == "horizons":
             for p in entry["points"]:
                 s = p["setting"]
-                yield (f"| {record['problem']} t1={s['t1']:g} | {name} | rtol {fmt(s.get('rtol'))} | {fmt(p.get('steps'))}"
-                       f" (result {p.get('result')}) | {fmt(p.get('run_s'))} | {fmt(p.get('compile_s'))} | {fmt(p.get('error'))} |")
+                yield (f"| {record['problem']} t1={s['t1']:g} | {name} | rtol {fmt(s.get('rtol'))} "
+                       f"| {fmt(p.get('steps'))} (result {p.get('result')}) | {fmt(p.get('run_s'))} "
+                       f"| {fmt(p.get('compile_s'))} | {fmt(p.get('error'))} |")
             continue
         p = best(entry["points"])
         s = ", ".join(f"{k} {fmt(v)}" for k, v in p.get("setting", {}).items())

@@ -119,8 +119,7 @@ def _run(args):
 def _sweep(args):
     import warnings
 
-    from ._sweep import SweepStoreError
-    from ._sweep import SweepWarning, sweep
+    from ._sweep import SweepStoreError, SweepWarning, sweep
 
     if args.coordinator:
         import jax
@@ -178,9 +177,9 @@ def _worker(text: str) -> tuple[int, int]:
 
 
 def _plot(args):
+    from ._plotting import plot_sweep
     from ._sweep import SweepStoreError
     from ._sweep.store import read_manifest
-    from ._plotting import plot_sweep
 
     try:
         read_manifest(args.dir, name="DIR")  # errors name the command-line argument
@@ -221,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", metavar="CONFIG.toml")
     p.add_argument("--out", required=True, help="store directory (rerun the same command to resume)")
-    p.add_argument("--chunk-size", type=int, default=0, help="members per compiled call (default: config / memory budget)")
+    p.add_argument("--chunk-size", type=int, default=0,
+                   help="members per compiled call (default: config / memory budget)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--coordinator", default=None, help="multi-host: jax.distributed coordinator HOST:PORT")
     p.add_argument("--num-processes", type=int, default=1, help="multi-host: number of processes")

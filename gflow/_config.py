@@ -36,10 +36,10 @@ from ._losses import LOSSES
 from ._models import MLP, DeepLinear, TwoLayer
 from ._models.base import ACTIVATIONS
 from ._models.two_layer import SCALINGS
-from .saxe import DeepLinearModes
-from .ntk import LinearizedMSE
 from ._sweep.grid import grid_axes
 from ._validate import message
+from .ntk import LinearizedMSE
+from .saxe import DeepLinearModes
 
 
 class ConfigError(ValueError):
@@ -74,7 +74,9 @@ class Key:
             op = ">" if self.strict else "≥"
             bad = [v for v in values if (v <= self.minimum if self.strict else v < self.minimum)]
             if bad:
-                return f"be {op} {self.minimum:g}" if not isinstance(value, list) else f"hold numbers {op} {self.minimum:g}"
+                if isinstance(value, list):
+                    return f"hold numbers {op} {self.minimum:g}"
+                return f"be {op} {self.minimum:g}"
         return None
 
 
@@ -207,8 +209,9 @@ def _teacher_student(c, key, h):
 def _check_whitened(c):
     r, d_in, d_out = len(c["singular_values"]), c["d_in"], c["d_out"]
     if r > min(d_in, d_out):
-        raise ConfigError(message("data.singular_values", f"have at most min(data.d_in, data.d_out) = {min(d_in, d_out)} "
-                                  "entries", f"{r} entries"))
+        raise ConfigError(message("data.singular_values",
+                                  f"have at most min(data.d_in, data.d_out) = {min(d_in, d_out)} entries",
+                                  f"{r} entries"))
     if c["n"] < d_in:
         raise ConfigError(message("data.n", f"be ≥ data.d_in = {d_in} (a full-rank input covariance)", c["n"]))
 
@@ -370,9 +373,11 @@ def _check_sizes(model: dict, data: dict) -> None:
     for side, what in (("in", "input size"), ("out", "output size")):
         (m_key, m_val), (d_key, d_val) = m_sizes[side], d_sizes[side]
         if m_val != d_val:
-            theirs = f"`data.{d_key}` = {d_val}" if d_key else f"{d_val} (data.name = {data['name']!r} has scalar targets)"
+            theirs = (f"`data.{d_key}` = {d_val}" if d_key
+                      else f"{d_val} (data.name = {data['name']!r} has scalar targets)")
             raise ConfigError(message(f"model.{m_key}", f"equal the data's {what}, {theirs}", m_val,
-                                      f"Set `model.{m_key}` = {d_val}" + (f" or `data.{d_key}` = {m_val}." if d_key else ".")))
+                                      f"Set `model.{m_key}` = {d_val}"
+                                      + (f" or `data.{d_key}` = {m_val}." if d_key else ".")))
 
 
 def parse_config(table: Mapping, source: str = "<config>") -> Config:

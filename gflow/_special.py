@@ -117,7 +117,8 @@ def lambertw(x: Float[ArrayLike, "*shape"], branch: int = 0) -> Float[Array, "*s
         l1 = jnp.log(safe)
         l2 = jnp.log(l1)
         guess_big = l1 - l2 + l2 / l1
-        guess = jnp.where(big, guess_big, jnp.where(delta < 0.3, _branch_point_series(p), jnp.log1p(jnp.maximum(x, -0.3))))
+        guess_small = jnp.where(delta < 0.3, _branch_point_series(p), jnp.log1p(jnp.maximum(x, -0.3)))
+        guess = jnp.where(big, guess_big, guess_small)
         # w eʷ = x is well conditioned for small |x|; w + ln(w/x) = 0 for large x (no overflow).
         log_form = big
         domain = delta >= -_ROUNDING

@@ -97,7 +97,7 @@ def check_increasing_times(name: str, ts: Any, t0: Any, t1: Any) -> Any:
     ts = check_float_array(name, ts, ndim=1)
     if ts.shape[0] == 0:
         raise ValueError(message(name, "hold at least one time", "an empty array"))
-    expected = f"be non-decreasing and lie in [t0, t1]"
+    expected = "be non-decreasing and lie in [t0, t1]"
     if is_concrete(ts) and is_concrete(t0) and is_concrete(t1):
         arr = np.asarray(ts)
         if np.any(np.diff(arr) < 0):

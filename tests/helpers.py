@@ -1,7 +1,9 @@
 """Shared tiny problems, tolerances and checks for the test-suite."""
 
+import dataclasses
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -109,9 +111,6 @@ def with_changes(table: dict, **changes) -> dict:
 # same five checks: agreement with the simulation, exactness at t = 0, plain/jit/vmap/jit∘vmap,
 # the negative control, and the regime errors. Rows live in tests/cases_<paper>.py, one file per
 # paper, and are collected here. Adding a theory is adding a row.
-
-import dataclasses
-from collections.abc import Callable
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,6 @@ row fails before anything is compiled; the few solves and the CLI sweep are tiny
 
 import copy
 import math
-import re
 
 import diffrax
 import jax
@@ -15,14 +14,13 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from helpers import with_changes
 
 import gflow as gf
 from gflow import ConfigError, parse_config
 from gflow import pellegrini_biroli as pb
 from gflow.__main__ import EXIT_ALL_FAILED, EXIT_SOME_FAILED, EXIT_USAGE, main, sweep_report
 from gflow.tachet import TwoLayerModes
-
-from helpers import with_changes
 
 KEY = jr.PRNGKey(0)
 X = jr.normal(jr.PRNGKey(1), (6, 4))

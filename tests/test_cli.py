@@ -18,11 +18,10 @@ import time
 
 import numpy as np
 import pytest
-
-from gflow.__main__ import main
-from gflow import load_sweep
-
 from helpers import REPO
+
+from gflow import load_sweep
+from gflow.__main__ import main
 
 EXAMPLE = REPO / "examples" / "two_layer_sweep.toml"
 

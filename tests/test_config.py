@@ -7,11 +7,10 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from helpers import REPO, with_changes
 
 import gflow as gf
 from gflow import ConfigError, parse_config
-
-from helpers import REPO, with_changes
 
 EXAMPLE = REPO / "examples" / "two_layer_sweep.toml"
 

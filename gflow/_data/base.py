@@ -117,7 +117,8 @@ class Dataset(AbstractDataset):
         else:
             if jnp.ndim(n) != 0:
                 raise ValueError(message("n", "be a scalar", f"shape {jnp.shape(n)}"))
-            n = eqx.error_if(n, (n < 1) | (n > self.n) | (n != jnp.round(n)), message("n", expected, "a value that is not"))
+            bad = (n < 1) | (n > self.n) | (n != jnp.round(n))
+            n = eqx.error_if(n, bad, message("n", expected, "a value that is not"))
         n = jnp.asarray(n, dtype=self.x.dtype)
         mask = jnp.arange(self.n, dtype=self.x.dtype) < n
         # tree_at, not __init__: the arrays were checked already (and may be traced now).

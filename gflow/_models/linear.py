@@ -3,7 +3,6 @@
 import math
 from collections.abc import Sequence
 
-import jax
 import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray

@@ -48,7 +48,8 @@ def _real_values(where: str, name: str, v) -> np.ndarray:
     arr = np.asarray(v)
     real = np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
     if arr.ndim != 1 or arr.shape[0] == 0 or not real:
-        raise ValueError(message(where, "be a non-empty 1-D array of real numbers", f"{arr.dtype} array of shape {arr.shape}"))
+        raise ValueError(message(where, "be a non-empty 1-D array of real numbers",
+                                 f"{arr.dtype} array of shape {arr.shape}"))
     arr = arr.astype(float)
     bad = np.flatnonzero(~np.isfinite(arr))
     if bad.size:

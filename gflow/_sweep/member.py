@@ -72,7 +72,8 @@ class Member(eqx.Module):
         key = jr.wrap_key_data(key_data) if self.typed_keys else key_data
         flow = self.make_flow(key, hyper)
         if not isinstance(flow, GradientFlow):
-            raise TypeError(message("make_flow(key, hyperparameters)", "return a gflow.GradientFlow", type(flow).__name__))
+            raise TypeError(message("make_flow(key, hyperparameters)", "return a gflow.GradientFlow",
+                                    type(flow).__name__))
         leaves = jax.tree_util.tree_leaves(flow.params0)
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
         # A non-finite init is recorded as this member's failure instead of stopping the batch.

@@ -119,7 +119,8 @@ def sweep(
     finished so far (`allow_partial=True`).
     """
     if not callable(make_flow):
-        raise TypeError(message("make_flow", "be a callable (key, hyperparameters) -> GradientFlow", type(make_flow).__name__))
+        raise TypeError(message("make_flow", "be a callable (key, hyperparameters) -> GradientFlow",
+                                type(make_flow).__name__))
     if on_failure not in ("warn", "raise", "ignore"):
         raise ValueError(message("on_failure", "be 'warn', 'raise' or 'ignore'", repr(on_failure)))
     axes = parse_grid(grid)
