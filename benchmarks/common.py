@@ -31,9 +31,13 @@ import jax.numpy as jnp
 import numpy as np
 
 import gflow as gf
-from gflow._validate import message
 
 HERE = Path(__file__).resolve().parent
+
+
+def message(name: str, expected: str, got) -> str:
+    """A command-line error in gflow's format: the argument, what was expected, what was given."""
+    return f"`{name}` must {expected}; got {got}"
 RESULTS = HERE / "results"
 SIZES = ("tiny", "small", "full")
 REF_RTOL, REF_ATOL = 1e-12, 1e-14
