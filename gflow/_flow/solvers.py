@@ -256,6 +256,8 @@ def enable_compilation_cache() -> str | None:
     except OSError:
         return None
     jax.config.update("jax_compilation_cache_dir", path)
-    # Only programs that took a while to compile are worth a disk entry.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    # Every program: a first solve_flow is ~50 small programs besides the solver loop, each under
+    # 0.5 s to compile, which together cost most of the XLA time of a second process when only
+    # the slow ones are kept (benchmarks/compile_time.py).
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return path
