@@ -92,6 +92,7 @@ class LinearizedMSE(AbstractTheory):
         )
 
     def observables_at(self, tau: Times) -> Observables:
+        """`outputs` (T, n, k), `test_outputs` (T, n*, k) and `loss` (T,) at theory times τ = κt (T,)."""
         n, k = self.targets.shape
         lam = self.eigenvalues[None, :]
         t = tau[:, None] / n

@@ -129,6 +129,7 @@ class DeepLinearModes(AbstractTheory):
         return self.singular_values, lam * self.initial_strengths, lam * self.imbalance, lam
 
     def observables_at(self, tau: Times) -> Observables:
+        """`mode_strengths` (T, m) and `loss` (T,) at theory times τ = κt (T,)."""
         s, u0, c, lam = self._whitened()
         tau = tau[:, None]
         if self.depth == 2:
