@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 import equinox as eqx
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from . import observables as obs
 
@@ -18,10 +19,11 @@ class TrainingEvent(eqx.Module):
 
     name: str = eqx.field(static=True)
     value: Callable = eqx.field(static=True)
-    threshold: float
+    threshold: float | Float[Array, ""]
     direction: str = eqx.field(static=True)
 
     def cond(self, t, params, flow):
+        """value − threshold: the function whose zero crossing is the event."""
         return self.value(t, params, flow) - self.threshold
 
 
