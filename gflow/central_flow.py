@@ -7,6 +7,7 @@ from ._figures.gd_vs_flow import gd_vs_flow_problem as gd_vs_flow_problem
 from ._figures.gd_vs_flow import gd_vs_flow_runs as gd_vs_flow_runs
 from ._figures.gd_vs_flow import plot_gd_vs_flow as plot_gd_vs_flow
 from ._flow.modified import ModifiedLoss as ModifiedLoss
+from ._flow.modified import original_flow as original_flow
 from ._flow.modified import unmodified_loss as unmodified_loss
 from ._flow.sharpness import hessian_vector_product as hessian_vector_product
 from ._flow.sharpness import sharpness as sharpness
@@ -27,6 +28,7 @@ __all__ = [
     "gd_vs_flow_problem",
     "gd_vs_flow_runs",
     "hessian_vector_product",
+    "original_flow",
     "plot_central_flow",
     "plot_gd_vs_flow",
     "sharpness",

@@ -143,11 +143,19 @@ def plot_gd_vs_flow(runs: dict, path: str | Path | None = None):
 
 
 @register("gd-vs-flow", "Gradient descent at three step sizes vs the gradient flow, the modified flow and "
-                        "the edge of stability (sharpness against 2/η)")
+                        "the edge of stability (sharpness against 2/η); the central flow past the edge")
 def gd_vs_flow(out: Path, small: bool) -> list[Path]:
-    """`gd-vs-flow.png`: `plot_gd_vs_flow` of `gd_vs_flow_runs` (t1 = 15 in small mode, 30 full)."""
+    """`gd-vs-flow.png`: `plot_gd_vs_flow` of `gd_vs_flow_runs` (t1 = 15 in small mode, 30 full);
+    `gd-vs-flow-central.png`: `plot_central_flow` (GD past the edge of stability against the
+    central flow and gradient flow; 250 steps in small mode, 1000 full)."""
+    from .._theory.central_flow.figures import plot_central_flow
+
     runs = gd_vs_flow_runs(gd_vs_flow_problem(), t1=15.0 if small else 30.0, num_times=31 if small else 61)
     path = Path(out) / "gd-vs-flow.png"
     fig = plot_gd_vs_flow(runs, path)
     _pyplot().close(fig)
-    return [path]
+    central = Path(out) / "gd-vs-flow-central.png"
+    fig = plot_central_flow(small=small)
+    fig.savefig(central, dpi=120)
+    _pyplot().close(fig)
+    return [path, central]
