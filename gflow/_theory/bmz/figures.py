@@ -61,12 +61,10 @@ def _options(small: bool) -> dict:
     return {"solver": _solver(small), "rtol": RTOL, "atol": ATOL, "dt0": _dt0(small)}
 
 
-# Small mode draws the problem of gflow's own test table (N = 255, 41 times, ε = 1e-2 networks
-# at rtol 1e-10 to t = 3), so a test run reuses the compiled solves instead of compiling its own.
+# Small mode's reduced flows have the shape of gflow's own test table (N = 255, 41 times), so a
+# test run reuses that compiled evaluation instead of compiling its own.
 SMALL_PARTICLES = 255
 SMALL_T1 = 3.0
-SMALL_NETWORK_OPTIONS = {"solver": "explicit", "rtol": 1e-10, "atol": 1e-12,
-                         "observables": SingleIndexMeanField.observables}
 
 
 def _small_times(lo: float, t1: float):
@@ -153,9 +151,9 @@ def plot_networks(out: Path, small: bool) -> list[Path]:
     """F3: finite-(m, d) networks against the reduced flow: the 1/m and d ≫ 1/ε convergence."""
     plt = _pyplot()
     eps = 1e-2
-    widths = (SMALL_PARTICLES,) if small else (16, 32, 64, 128)  # small: one width, one compiled solve
+    widths = (8,) if small else (16, 32, 64, 128)  # small: one width, one compiled network solve
     ts = _small_times(-3.0, SMALL_T1) if small else jnp.concatenate([jnp.zeros(1), jnp.geomspace(1e-3, 1.5, 80)])
-    options = {"t1": SMALL_T1, **SMALL_NETWORK_OPTIONS} if small else {}
+    options = {"solver": "explicit"} if small else {}  # ε = 1e-2 is not stiff for Tsit5
     reference = np.asarray(risk_curves([eps], SMALL_PARTICLES if small else 1024, ts, small=small)[0])
     infinite = network_risks(widths, eps, ts, **options)
     finite = network_risks(widths, eps, ts, dimension_factor=64, **options)
