@@ -29,7 +29,7 @@ def _canonical(text: str) -> str:
 
 
 def _describe_solver(solver) -> str:
-    return "Tsit5 (default)" if solver is None else _canonical(repr(solver))
+    return "auto (default)" if solver is None else _canonical(repr(solver))
 
 
 def _all_consts(closed) -> list:
