@@ -208,13 +208,15 @@ def test_padded_flow_is_the_unpadded_flow():
     assert jnp.all(sols[0].params_final.w[5:] == 0)  # padding never moves
     # The control: the same solve without the tolerance scaling takes other steps and misses
     # the unpadded trajectory by far more than round-off.
-    from gflow._flow.solve import _SaveObservables, integrate
-
-    unscaled = integrate(padded.vector_field, padded.params0, padded, 0.0, 10.0, ts=sols[0].ts, num_times=11,
-                         save=_SaveObservables((("loss", gf.OBSERVABLES["loss"]),)), rtol=1e-8, atol=1e-10)
+    unscaled = diffrax.diffeqsolve(
+        diffrax.ODETerm(padded.vector_field), diffrax.Tsit5(), 0.0, 10.0, None, padded.params0, padded,
+        saveat=diffrax.SaveAt(ts=sols[0].ts, fn=lambda t, y, f: f.loss_value(y)),
+        stepsize_controller=diffrax.PIDController(rtol=1e-8, atol=1e-10), max_steps=4096)
+    unscaled = gf.FlowSolution(unscaled.ts, {"loss": unscaled.ys}, None, unscaled.ts[-1],
+                               {"num_steps": unscaled.stats["num_steps"]}, unscaled.result, jnp.inf, None)
     assert int(unscaled.stats["num_steps"]) != int(sols[1].stats["num_steps"])
     assert float(gf.relative_error(unscaled.observables["loss"], sols[1].observables["loss"])) > 1e-11
     # Theories read sizes off array shapes: a padded flow is refused, by name, with the fix.
     with pytest.raises(ValueError, match=r"LinearizedMSE assumes a flow at its real sizes.*flow.unpadded\(\)"):
-        gf.LinearizedMSE.from_flow(padded)
-    gf.LinearizedMSE.from_flow(real)
+        gf.ntk.LinearizedMSE.from_flow(padded)
+    gf.ntk.LinearizedMSE.from_flow(real)

@@ -7,8 +7,7 @@ import jax.random as jr
 import numpy as np
 
 import gflow as gf
-from gflow._runner import step_budget
-from gflow._sweep import sweep
+from gflow import sweep
 
 D, WIDTH, N = 4, 4, 16
 T1 = 50.0
@@ -34,13 +33,6 @@ def _single(key, c, ts, solver=TSIT5, **kw):
     return gf.solve_flow(flow, T1, ts=ts, rtol=RTOL, atol=ATOL, throw=False, solver=solver, **kw)
 
 
-def test_step_budget_divides_max_steps():
-    assert step_budget(16_384) == 64
-    assert step_budget(100_000) == 50
-    assert step_budget(40) == 40
-    assert 16_000 % step_budget(16_000) == 0
-
-
 def test_stiff_member_does_not_slow_the_others_and_results_equal_single_solves():
     # 8 members, one of them 100× stiffer, in 2 slots: each member costs its own steps (plus
     # under one step budget of idling per member), while a plain vmap of the 8 would step
@@ -55,7 +47,7 @@ def test_stiff_member_does_not_slow_the_others_and_results_equal_single_solves()
     # schedule does better than 2 × max(slowest member, half the total): the stiff member's
     # slot sets the pace while the other slot works through the fast ones. A plain vmap of
     # all 8 steps every member until the stiff one is done: 8 × its steps.
-    slots, budget = 2, step_budget(16_384)
+    slots, budget = 2, 64  # the per-call step budget of the default max_steps = 16 384
     ideal = slots * max(own.max(), own.sum() / slots)
     assert stats["slot_steps"] <= 1.2 * ideal + slots * budget
     assert stats["slot_steps"] < len(cs) * own.max() / 3

@@ -97,6 +97,7 @@ class GradientFlow(eqx.Module):
 
     @property
     def model0(self) -> AbstractModel:
+        """The model at the initial parameters θ(0)."""
         return self.model(self.params0)
 
     def loss_value(self, params: Params) -> Float[Array, ""]:

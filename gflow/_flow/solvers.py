@@ -197,6 +197,8 @@ class AutoSwitch(eqx.Module):
 
     @property
     def stability_boundary(self) -> float:
+        """|hλ| at the explicit solver's real-axis stability limit (the step of a stiffness-limited
+        explicit solve is this over λ_max)."""
         return _STABILITY_BOUNDARY[type(self.explicit).__name__]
 
 
