@@ -10,12 +10,11 @@ everyone's step. GD runs at the largest η within 1e-4 of the reference, if that
 Full (GPU): B = 256, d = 100, width 64, n = 1024. Small (CPU): B = 16, d = 8, width 16, n = 64.
 """
 
+import common
 import diffrax
 import jax.numpy as jnp
-import numpy as np
-
-import common
 import netbench
+import numpy as np
 
 SIZES = {
     "tiny": dict(members=4, d=4, m=6, n=16, t1=1e2, reference_members=2),

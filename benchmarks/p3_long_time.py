@@ -11,10 +11,9 @@ gflow's stiff paths `implicit` (`gf.MatrixFreeImplicit`: Kvaerno4 + GMRES on Hes
 Targets: steps(1e6)/steps(1e4) per method (recorded).
 """
 
+import common
 import diffrax
 import jax.numpy as jnp
-
-import common
 import netbench
 
 SIZES = {

@@ -10,11 +10,11 @@ SciPy is timed on a subset of values (per-value cost reported). Sizes: full 1e5 
 small 1e4 (N = 16), tiny 256 (N = 8). Target: gflow ≥ 100× the SciPy loop per value.
 """
 
+import common
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import common
 import gflow as gf
 
 SIGMA = np.array([0.5, 1.0, 0.7, 0.4])

@@ -186,7 +186,8 @@ def main(argv=None) -> Path:
     record = {
         "problem": "pellegrini_biroli", "M": M, "P": P, "d": d, "t1": t1, "rtol": args.rtol, "atol": args.atol,
         "dtau": args.dtau, "dtype": args.dtype, "max_steps": args.max_steps, "warmup": WARMUP,
-        "repeats": repeats, "cpu_count": os.cpu_count(), "device": str(jax.devices()[0]), "backend": jax.default_backend(),
+        "repeats": repeats, "cpu_count": os.cpu_count(), "device": str(jax.devices()[0]),
+        "backend": jax.default_backend(),
         "matmul_precision": str(jax.config.jax_default_matmul_precision), "jax": jax.__version__,
         "host": platform.machine(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "runs": {},
@@ -239,7 +240,8 @@ def plot(record, path):
     ax.set_yscale("log")
     ax.set_xlabel("run time (s)")
     ax.set_ylabel("final-loss gap vs gflow's adaptive solve (gflow: 1e-17 = itself)")
-    ax.set_title(f"pellegrini_biroli ({record['size']}, M={record['M']}, P={record['P']}, τ≤{record['t1']})", fontsize=9)
+    ax.set_title(f"pellegrini_biroli ({record['size']}, M={record['M']}, P={record['P']}, τ≤{record['t1']})",
+                 fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path.with_suffix(".png"), dpi=110)

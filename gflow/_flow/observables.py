@@ -139,7 +139,8 @@ def resolve_observables(observables) -> dict[str, Callable]:
                 raise ValueError(message("observables", f"name observables from {tuple(OBSERVABLES)}", repr(fn)))
             fn = OBSERVABLES[fn]
         if not callable(fn):
-            raise TypeError(message(f"observables[{name!r}]", "be a callable (t, params, flow) -> PyTree", type(fn).__name__))
+            raise TypeError(message(f"observables[{name!r}]", "be a callable (t, params, flow) -> PyTree",
+                                    type(fn).__name__))
         out[name] = fn
     if not out:
         raise ValueError(message("observables", "name at least one observable", "none"))
