@@ -269,9 +269,10 @@ def test_transforms_and_compare(order):
 
 
 def test_notebook(tmp_path):
-    """notebooks/gd_vs_flow.ipynb in small mode writes the gd-vs-flow figure."""
+    """notebooks/gd_vs_flow.ipynb in small mode writes the gd-vs-flow and central-flow figures."""
     ns = run_notebook(REPO / "notebooks" / "gd_vs_flow.ipynb", GFLOW_OUT=str(tmp_path))
-    assert [p.name for p in ns["paths"]] == ["gd-vs-flow.png"] and (tmp_path / "gd-vs-flow.png").stat().st_size > 0
+    assert [p.name for p in ns["paths"]] == ["gd-vs-flow.png", "gd-vs-flow-central.png"]
+    assert all((tmp_path / p.name).stat().st_size > 0 for p in ns["paths"])
     runs = ns["runs"]
     # the figure's claims: GD at η = 0.5 is within O(η²) of its modified flow and O(η) of the
     # flow (ratio ≈ ηλ/2 ≈ 0.2 at late times); GD at η = 3 sits below 2/η (edge of stability)

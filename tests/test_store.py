@@ -20,7 +20,8 @@ from gflow.store import ZarrStore, computation_fingerprint, parse_grid
 D, WIDTH, N, T1 = 4, 2, 8, 2.0
 X = jr.normal(jr.PRNGKey(1), (N, D))
 DATA = gf.Dataset(X, jnp.tanh(X[:, 0]))
-KW = dict(grid={"init_scale": [0.5, 1.0]}, num_times=5, chunk_size=2, progress=False)  # 6 runs, 3 chunks
+KW = dict(grid={"init_scale": [0.5, 1.0]}, num_times=5, chunk_size=2, progress=False,  # 6 runs, 3 chunks
+          solver="explicit")  # the store, not the solver, is under test (auto: test_runner)
 
 
 def make_flow(key, hyper):

@@ -39,15 +39,15 @@ def test_thousand_members_one_compile_equal_one_by_one():
     # make_flow is traced a fixed number of times, never per chunk or per member: once for the
     # sweep's identity (the per-member jaxpr) and once in each of the slot runner's three
     # compiled pieces (start a member, advance the slots, read a finished member out).
-    traced = eqx.debug.assert_max_traces(make_flow, max_traces=7)  # identity + the auto runner: start, enter ×2, advance ×2, read
-    ds = sweep(traced, 1000, T1, grid={"init_scale": [0.7]}, num_times=21, rtol=RTOL, atol=ATOL,
+    traced = eqx.debug.assert_max_traces(make_flow, max_traces=4)  # identity + the slot runner's start, advance, read (auto: 7)
+    ds = sweep(traced, 1000, T1, grid={"init_scale": [0.7]}, num_times=21, rtol=RTOL, atol=ATOL, solver="explicit",
                chunk_size=500, progress=False)  # two chunks, still one trace/compile
     assert ds["loss"].shape == (1, 1000, 21)
     assert bool(ds["succeeded"].all())
     keys = jr.split(jr.PRNGKey(0), 1000)
     for i in (0, 1, 499, 500, 999):
         sol = gf.solve_flow(make_flow(keys[i], {"init_scale": jnp.asarray(0.7)}), T1, ts=jnp.asarray(ds["time"].values),
-                            rtol=RTOL, atol=ATOL, max_steps=16_384)
+                            rtol=RTOL, atol=ATOL, max_steps=16_384, solver="explicit")
         member = ds.isel(init_scale=0, member=i)
         # Same arithmetic per member (vmap only batches it): equal to float64 roundoff.
         np.testing.assert_allclose(member["loss"].values, np.asarray(sol.observables["loss"]), rtol=1e-12, atol=1e-15)
@@ -111,7 +111,8 @@ def test_store_resumes_and_refuses_foreign_or_corrupt(tmp_path):
         return make_flow(key, hyper)
 
     out = tmp_path / "store"
-    kwargs = dict(grid={"init_scale": [0.5, 1.0]}, num_times=11, chunk_size=2, out=out, progress=False)
+    kwargs = dict(grid={"init_scale": [0.5, 1.0]}, num_times=11, chunk_size=2, out=out, progress=False,
+                  solver="explicit")
     ds = sweep(counted, 3, T1, **kwargs)  # 6 runs, 3 chunks
     assert sorted(os.listdir(out / "done")) == ["chunk_000000", "chunk_000001", "chunk_000002"]
     assert ds.attrs["dtype"] == "float64" and ds.attrs["jax_version"] == jax.__version__
@@ -156,8 +157,9 @@ def test_width_and_data_size_are_grid_axes_by_padding():
         model = gf.TwoLayer(D, 8, "tanh", scaling="ntk", key=key, active_width=hyper["width"])
         return gf.GradientFlow(model, gf.squared_error, DATA.first(hyper["n"]))
 
-    traced = eqx.debug.assert_max_traces(padded_flow, max_traces=7)  # as above
+    traced = eqx.debug.assert_max_traces(padded_flow, max_traces=4)  # as above
     ds = sweep(traced, 3, T1, grid={"width": [2, 5, 8], "n": [6, 16]}, num_times=11, rtol=RTOL, atol=ATOL,
+               solver="explicit",
                chunk_size=9, progress=False)  # two chunks, one compile
     assert ds["loss"].dims == ("width", "n", "member", "time") and bool(ds["succeeded"].all())
     keys = jr.split(jr.PRNGKey(0), 3)

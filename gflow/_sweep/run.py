@@ -25,6 +25,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._flow import GradientFlow, default_times
 from .._flow.observables import resolve_observables
 from .._flow.solve import _SaveObservables
+from .._flow.solvers import AutoSwitch, MatrixFreeImplicit
 from .._runner import SlotProgram, run_queue, slot_functions, step_budget
 from .._validate import check_increasing_times, message
 from .grid import member_keys, parse_grid
@@ -58,7 +59,7 @@ def sweep(
     num_times: int = 61,
     observables: Sequence[str | Callable] | dict[str, str | Callable] = ("loss",),
     loss_threshold: float = 1e-3,
-    solver: diffrax.AbstractSolver | None = None,
+    solver: diffrax.AbstractSolver | str | MatrixFreeImplicit | AutoSwitch | None = None,
     rtol: float | None = None,
     atol: float | None = None,
     max_steps: int = 16_384,
@@ -87,6 +88,8 @@ def sweep(
       a padded member equals the unpadded solve to round-off; `flow.unpadded()` is that solve).
     - `members`: a count M (keys `jax.random.split(PRNGKey(seed), M)`, the same keys at every grid
       point) or an array of keys.
+    - `solver`, `rtol`, `atol`, `max_steps`: as in `solve_flow` (default solver "auto": each member
+      switches to the implicit solver on its own when it turns stiff).
     - `grid`: {name: 1-D values} (cartesian product of the axes) or {dim: {name: values, …}}
       (parameters varying together along one axis, equal lengths).
     - Saves `observables` (and always `loss`) on `ts` (default: `num_times` points, {0} ∪ a log
