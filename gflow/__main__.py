@@ -97,8 +97,8 @@ def _run(args):
         flow = config.flow_factory()(jr.split(jr.PRNGKey(v["seed"]), v["members"])[0], hyper)
         flow = flow.unpadded()  # a swept width/data size: this member at its real sizes
         sol = solve_flow(flow, s["t1"], num_times=s["num_times"], observables=tuple(s["observables"]),
-                         rtol=s["rtol"], atol=s["atol"], max_steps=s["max_steps"], progress=not args.no_progress,
-                         throw=False)
+                         rtol=s["rtol"], atol=s["atol"], max_steps=s["max_steps"], solver=s["solver"],
+                         progress=not args.no_progress, throw=False)
     except ValueError as e:  # a value the config schema cannot see (e.g. an overflowing init)
         sys.exit(f"gflow run: {e}")
     loss = np.asarray(sol.observables["loss"])

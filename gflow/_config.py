@@ -7,7 +7,8 @@ activation is looked up in a registry below. A config file looks like `examples/
     loss = "squared_error"         # a name in gflow.losses.LOSSES
     [model]  name = "two_layer", d = 8, width = 8, activation = "tanh", init_scale = 1.0, …
     [data]   name = "teacher_student", n = 16, seed = 1, …
-    [solve]  t1 = 10.0, num_times = 61, rtol, atol, max_steps, observables, loss_threshold, time_scale
+    [solve]  t1 = 10.0, num_times = 61, rtol, atol, max_steps, observables, loss_threshold, time_scale,
+             solver = "auto" | "explicit" | "implicit"
     [sweep]  members = 64, seed = 0, chunk_size (optional), memory_budget_mb = 1024
     [grid]   init_scale = [0.5, 1.0]          # axes of the grid (cartesian product), or
              [grid.point] init_scale = […], time_scale = […]   # parameters varying together
@@ -250,7 +251,7 @@ _TOP = {"name": Key("str", "gflow"), "precision": Key("str", "float64", ("float6
 _SOLVE = {"t1": _positive("float"), "num_times": Key("int", 61, minimum=2), "rtol": _positive("float", 1e-8),
           "atol": _positive("float", 1e-10), "max_steps": _positive("int", 16_384),
           "observables": Key("list[str]", ["loss"]), "loss_threshold": Key("float", 1e-3),
-          "time_scale": _positive("float", 1.0)}
+          "time_scale": _positive("float", 1.0), "solver": Key("str", "auto", ("auto", "explicit", "implicit"))}
 _SWEEP = {"members": _positive("int", 1), "seed": Key("int", 0),
           "chunk_size": _nonnegative("int", 0),  # 0: from the memory budget
           "memory_budget_mb": _positive("float", 1024.0)}
@@ -330,7 +331,7 @@ class Config:
         return dict(
             grid=self.grid(), seed=v["seed"], num_times=s["num_times"], observables=tuple(s["observables"]),
             loss_threshold=s["loss_threshold"], rtol=s["rtol"], atol=s["atol"], max_steps=s["max_steps"],
-            chunk_size=v["chunk_size"] or None, memory_budget=v["memory_budget_mb"] * 2.0**20,
+            solver=s["solver"], chunk_size=v["chunk_size"] or None, memory_budget=v["memory_budget_mb"] * 2.0**20,
             # The recorded config, less what only schedules the work (chunking, memory): a rerun
             # with another chunk size resumes the same store.
             config={**self.raw, "sweep": {k: v for k, v in self.raw["sweep"].items()

@@ -150,7 +150,7 @@ TOML_ROWS = [
      r"\['loss', 'name', 'precision'\]; got an unknown table or key\. Did you mean \[solve\]\?"),
     ("[solve] typo", {"solve__max_step": 8},
      r"`solve.max_step` must be one of the known keys \['atol', 'loss_threshold', 'max_steps', 'num_times', "
-     r"'observables', 'rtol', 't1', 'time_scale'\]; got an unknown key\. Did you mean `solve.max_steps`\?"),
+     r"'observables', 'rtol', 'solver', 't1', 'time_scale'\]; got an unknown key\. Did you mean `solve.max_steps`\?"),
     ("[model] typo lists name too", {"model__widht": 8}, r"`model.widht` must be one of the known keys \['activation'.*'name'.*"
      r"'width'\]; got an unknown key\. Did you mean `model.width`\?"),
 ]
