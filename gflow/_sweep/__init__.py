@@ -3,7 +3,8 @@
 - `grid.py`: the grid axes and member keys (shared with the TOML config);
 - `member.py`: one member's build, solve and summaries, and the result codes;
 - `identity.py`: the sweep's identity (the fingerprint a store is resumed by);
-- `run.py`: `sweep` itself (slots, chunks, devices, processes, workers);
+- `run.py`: `sweep` itself (chunks, devices, processes, workers, the store's claims);
+- `slots.py`: the lockstep-free slot runner (continuous batching; two pools for "auto");
 - `store.py`: the on-disk store (Zarr, manifest, checksums, claims) and `load_sweep`.
 Plotting a stored sweep lives in `gflow._plotting` (`plot_sweep`).
 """

@@ -2,7 +2,7 @@
 
 Every member is `solve_flow(make_flow(key, hyperparameters), t1, throw=False)`. Members run on a
 fixed set of slots, each advanced by a step budget per call and refilled from the pending members
-as it finishes (continuous batching, `gflow._runner`: no member pays for the slowest), split
+as it finishes (continuous batching, `gflow._sweep.slots`: no member pays for the slowest), split
 across local devices with `jax.shard_map`, and, with `out=`, written chunk by chunk to a
 resumable Zarr store (`gflow._sweep.store`). Across hosts (after `jax.distributed.initialize`)
 or independent workers (`gflow sweep --worker I/N`) each process runs its own chunks and writes
@@ -26,11 +26,11 @@ from .._flow import GradientFlow, default_times
 from .._flow.observables import resolve_observables
 from .._flow.solve import _SaveObservables
 from .._flow.solvers import AutoSwitch, MatrixFreeImplicit
-from .._runner import SlotProgram, run_queue, slot_functions, step_budget
 from .._validate import check_increasing_times, message
 from .grid import member_keys, parse_grid
 from .identity import _MEMBERS, _cache_key, _describe, _describe_solver, _versions, computation_fingerprint, config_hash
 from .member import _OK_CODES, SUMMARIES, member_solver, reason
+from .slots import SlotProgram, run_queue, slot_functions, step_budget
 from .store import (
     FORMAT,
     MANIFEST,

@@ -34,8 +34,8 @@ import numpy as np
 from diffrax._term import WrapTerm
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
-from ._flow.controllers import AbstractWrappedController
-from ._flow.solve import (
+from .._flow.controllers import AbstractWrappedController
+from .._flow.solve import (
     _AuditedField,
     _OnParams,
     _params_norm,
@@ -44,9 +44,9 @@ from ._flow.solve import (
     member_tolerances,
     step_tolerances,
 )
-from ._flow.solvers import AutoSwitch, flow_solver
-from ._flow.switching import MAX_STEPS_CODE, AutoPlan, SegmentCarry, probe
-from ._validate import message
+from .._flow.solvers import AutoSwitch, flow_solver
+from .._flow.switching import MAX_STEPS_CODE, AutoPlan, SegmentCarry, probe
+from .._validate import message
 
 _MAX_STEPS = int(diffrax.RESULTS.max_steps_reached._value)
 
