@@ -47,13 +47,11 @@ from ._flow.events import TrainingEvent
 from ._flow.modified import check_momentum
 from ._flow.observables import resolve_observables
 from ._flow.problem import GradientFlow
-from ._flow.solve import FlowSolution, _float_dtype, _params, _SaveObservables, default_times
+from ._flow.solve import FlowSolution, _float_dtype, _params, _SaveObservables, default_times, starting_point
 from ._validate import (
-    check_finite,
     check_finite_positive,
     check_increasing_times,
     check_integer,
-    check_time_span,
     is_concrete,
     message,
 )
@@ -238,14 +236,7 @@ def solve_discrete(
     if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
         raise TypeError(message("optimizer", "be an optax GradientTransformation (e.g. `optax.sgd(learning_rate)`)",
                                 type(optimizer).__name__))
-    if start is not None:
-        if not isinstance(start, FlowSolution):
-            raise TypeError(message("start", "be a FlowSolution from a previous solve", type(start).__name__))
-        t0, params0 = start.t_final, start.params_final
-    else:
-        t0, params0 = 0.0, flow.params0
-    params0 = check_finite("initial parameters", params0)
-    t1 = check_time_span(t0, t1)
+    t0, params0, t1 = starting_point(flow, start, t1)
     check_finite_positive("learning_rate", learning_rate, traced="pass")
     check_momentum(momentum)
     if max_steps is not None:

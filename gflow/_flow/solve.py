@@ -437,6 +437,20 @@ def flow_controller(rtol, atol, *, norm=None, jump_ts=None):
     return controller
 
 
+def starting_point(flow: GradientFlow, start: "FlowSolution | None", t1):
+    """(t0, θ0, t1) of a solve of `flow` to `t1`, from t = 0 or continued from `start`; checks the
+    flow's type, that θ0 is finite and that t0 < t1 (shared by `solve_flow` and `solve_discrete`)."""
+    if not isinstance(flow, GradientFlow):
+        raise TypeError(message("flow", "be a gflow.GradientFlow", type(flow).__name__))
+    if start is not None:
+        if not isinstance(start, FlowSolution):
+            raise TypeError(message("start", "be a FlowSolution from a previous solve", type(start).__name__))
+        t0, params0 = start.t_final, start.params_final
+    else:
+        t0, params0 = 0.0, flow.params0
+    return t0, check_finite("initial parameters", params0), check_time_span(t0, t1)
+
+
 def solve_flow(
     flow: GradientFlow,
     t1: float | Float[Array, ""],
@@ -491,16 +505,7 @@ def solve_flow(
     and a non-finite initial loss or gradient (one loss-and-gradient evaluation; skipped under
     jit/vmap, where a non-finite start shows as a diverged `result`).
     """
-    if not isinstance(flow, GradientFlow):
-        raise TypeError(message("flow", "be a gflow.GradientFlow", type(flow).__name__))
-    if start is not None:
-        if not isinstance(start, FlowSolution):
-            raise TypeError(message("start", "be a FlowSolution from a previous solve", type(start).__name__))
-        t0, params0 = start.t_final, start.params_final
-    else:
-        t0, params0 = 0.0, flow.params0
-    params0 = check_finite("initial parameters", params0)
-    t1 = check_time_span(t0, t1)
+    t0, params0, t1 = starting_point(flow, start, t1)
     if ts is None:
         check_integer("num_times", num_times, minimum=2, why="the grid holds t0 and t1")
     check_integer("max_steps", max_steps, minimum=1)
