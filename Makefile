@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -n 2 -q --durations=15
+	$(PY) -m pytest -n 2 --dist loadscope -q --durations=15
 
 reproduce: $(STAMP)
 	$(PY) -m gflow reproduce all --out reproduce_out

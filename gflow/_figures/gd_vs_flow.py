@@ -82,7 +82,7 @@ def gd_vs_flow_runs(flow: GradientFlow, learning_rates=LEARNING_RATES, t1: float
 
     def solve(f, ts):
         return solve_flow(f, t1, ts=ts, observables={"loss": unmodified_loss}, save_params=True, rtol=1e-9,
-                          atol=1e-11).observables
+                          atol=1e-11, solver="explicit").observables  # non-stiff: one solver to compile
 
     ref = jax.jit(jax.vmap(solve))(stacked, jnp.concatenate([gd_ts, gd_ts]))
     # λ_max(∇²L) on the saved parameters, after the solves (one small compile for GD and flow)
