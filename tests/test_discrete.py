@@ -79,7 +79,7 @@ def order():
              + [_as_modified(flow)])
     observables = {"loss": "loss", "unmodified_loss": unmodified_loss}
     sols = jax.vmap(lambda f: gf.solve_flow(f, T, ts=GRID, observables=observables, save_params=True,
-                                            rtol=RTOL, atol=ATOL))(_stack(flows))
+                                            rtol=RTOL, atol=ATOL, solver="explicit"))(_stack(flows))
     params = sols.observables["params"]
     part = lambda i: jax.tree_util.tree_map(lambda m: m[4 * i: 4 * i + 4], params)  # noqa: E731
     ref = jax.tree_util.tree_map(lambda m: m[16:], params)
