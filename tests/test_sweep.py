@@ -174,3 +174,50 @@ def test_width_and_data_size_are_grid_axes_by_padding():
         np.testing.assert_allclose(got["loss"].values, np.asarray(sol.observables["loss"]), rtol=1e-11)
     # The axes matter: a member at width 2 is not the width-8 member (the check can fail).
     assert not np.allclose(ds["loss"].sel(width=2).values, ds["loss"].sel(width=8).values, rtol=1e-3)
+
+
+def test_gradient_descent_sweep_equals_solve_discrete_and_keeps_its_store(tmp_path):
+    # One zipped grid axis: the learning rate (traced: one trace of optax.sgd for every η) and
+    # the time scale κ; the third point (GD step ηκ = 10⁴) diverges: a member with a result code,
+    # not a crash. 3 points × 2 members in two vmapped chunks.
+    import optax
+
+    grid = {"point": {"learning_rate": [0.1, 0.25, 0.1], "time_scale": [1.0, 1.0, 1e5]}}
+    sgd = lambda h: optax.sgd(h["learning_rate"])  # noqa: E731
+    out = tmp_path / "gd"
+    kwargs = dict(grid=grid, optimizer=sgd, num_times=11, chunk_size=3, out=out, progress=False)
+    with pytest.warns(SweepWarning, match=r"2 of 6 sweep members failed.*learning_rate=0.1, time_scale=100000\): "
+                                          r"diverged"):
+        ds = sweep(make_flow, 2, T1, **kwargs)
+    assert ds["loss"].dims == ("point", "member", "time")
+    assert ds["succeeded"].values.tolist() == [[True, True], [True, True], [False, False]]
+    assert json.loads(ds.attrs["config"])["optimizer"]["learning_rate"] == {"grid": "learning_rate"}
+    keys = jr.split(jr.PRNGKey(0), 2)
+
+    @jax.jit  # one compile for the six single solves (η traced, as in the sweep)
+    def single(key, eta, kappa):
+        return gf.solve_discrete(make_flow(key, {"time_scale": kappa}), optax.sgd(eta), T1, learning_rate=eta,
+                                 ts=jnp.asarray(ds["time"].values), throw=False)
+
+    for i, (eta, kappa) in enumerate(zip(*grid["point"].values())):
+        for m in range(2):
+            sol = single(keys[m], jnp.asarray(eta), jnp.asarray(kappa))
+            got = ds.isel(point=i, member=m)
+            # the same steps, vmapped: equal to float64 round-off (inf after a divergence)
+            np.testing.assert_allclose(got["loss"].values, np.asarray(sol.observables["loss"]), rtol=1e-12)
+            assert int(got["num_steps"]) == int(sol.stats["num_steps"]) and int(got["result"]) == int(sol.result._value)
+    assert int(ds["num_steps"].isel(point=0, member=0)) == round(T1 / 0.1)
+
+    # The store is this optimizer's at these η: the same call resumes (nothing recomputed);
+    # another η, another optimizer (heavy ball) or a gradient-flow sweep into it are refused.
+    marker = (out / "done" / "chunk_000000").read_bytes()
+    again = sweep(make_flow, 2, T1, **{**kwargs, "on_failure": "ignore"})
+    assert (out / "done" / "chunk_000000").read_bytes() == marker
+    np.testing.assert_array_equal(again["loss"].values, ds["loss"].values)
+    other_eta = {"point": {**grid["point"], "learning_rate": [0.1, 0.2, 0.1]}}
+    with pytest.raises(SweepStoreError, match=r"`grid` changed"):
+        sweep(make_flow, 2, T1, **{**kwargs, "grid": other_eta})
+    with pytest.raises(SweepStoreError, match=r"the computation .* changed"):
+        sweep(make_flow, 2, T1, **{**kwargs, "optimizer": lambda h: optax.sgd(h["learning_rate"], momentum=0.5)})
+    with pytest.raises(SweepStoreError, match=r"`optimizer` removed"):
+        sweep(make_flow, 2, T1, grid=grid, num_times=11, chunk_size=3, out=out, progress=False, solver="explicit")

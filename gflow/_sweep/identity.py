@@ -77,9 +77,10 @@ def computation_fingerprint(closed) -> str:
 _MEMBERS: dict = {}
 
 
-def _cache_key(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, typed, in_specs):
+def _cache_key(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, typed, in_specs, method=None):
     obs = tuple(resolve_observables(observables).items())
-    key = (make_flow, t1, np.asarray(ts).tobytes(), obs, tuple(sorted(solve_kwargs.items(), key=lambda kv: kv[0])),
+    key = (make_flow, method, t1, np.asarray(ts).tobytes(), obs,
+           tuple(sorted(solve_kwargs.items(), key=lambda kv: kv[0])),
            loss_threshold, typed, jax.config.jax_enable_x64, str(jax.config.jax_default_matmul_precision),
            tuple(sorted(in_specs[1])),
            tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(in_specs)))

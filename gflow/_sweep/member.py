@@ -1,21 +1,29 @@
 """One sweep member: how it is built from (key, hyperparameters), solved, and summarised.
 
-The stored variables of a member are its observables on the save grid and the summaries
-(`SUMMARIES`); failures are result codes (diffrax's `RESULTS`, or the ones below)."""
+A member is a gradient flow (`solve_flow`) or, given an `Optimizer`, a discrete optimizer on
+that flow's clock (`solve_discrete`). The stored variables of a member are its observables on
+the save grid and the summaries (`SUMMARIES`); failures are result codes (diffrax's `RESULTS`,
+or the ones below)."""
 
-from collections.abc import Callable
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 from jaxtyping import Array, Float
 
+from .._discrete import solve_discrete
 from .._flow import GradientFlow, solve_flow
 from .._flow.observables import OBSERVABLES, resolve_observables
 from .._flow.solve import energy_residual
 from .._validate import message
+from .identity import _canonical, _describe
 
 #: Result codes beyond diffrax's own `RESULTS` values (which are ≥ 0).
 NONFINITE_INIT = -1
@@ -83,8 +91,11 @@ class Member(eqx.Module):
     def flow(self, key_data, hyper):
         return self.build(key_data, hyper)[0]
 
-    def summarize(self, flow, finite, saved, params_final, t_final, num_steps, num_rejected, code, residual):
-        """The stored variables of one member: its observables on `ts` and the summaries."""
+    def summarize(self, flow, finite, saved, params_final, t_final, num_steps, num_rejected, code, residual,
+                  ts=None):
+        """The stored variables of one member: its observables on `ts` and the summaries (event
+        times read off `ts`: the save grid, or a discrete member's actual step times)."""
+        ts = self.ts if ts is None else ts
         final_loss = flow.loss_value(params_final)
         code = jnp.where(finite, code, NONFINITE_INIT)
         code = jnp.where((code == 0) & ~jnp.isfinite(final_loss), NONFINITE_LOSS, code)
@@ -98,11 +109,11 @@ class Member(eqx.Module):
             num_rejected_steps=num_rejected,
             result=code.astype(jnp.int32),
             energy_residual=residual,
-            time_to_loss_below=first_crossing(self.ts, loss, self.loss_threshold),
-            plateau_exit_time=jnp.where(loss[0] > final_loss, first_crossing(self.ts, loss, half), jnp.inf),
+            time_to_loss_below=first_crossing(ts, loss, self.loss_threshold),
+            plateau_exit_time=jnp.where(loss[0] > final_loss, first_crossing(ts, loss, half), jnp.inf),
         )
         if "classification_error" in saved:
-            out["time_to_all_correct"] = first_crossing(self.ts, saved["classification_error"], 0.0, interpolate=False)
+            out["time_to_all_correct"] = first_crossing(ts, saved["classification_error"], 0.0, interpolate=False)
         return out
 
     def readout(self, state, key_data, hyper):
@@ -114,8 +125,80 @@ class Member(eqx.Module):
                               state.num_rejected_steps, state.result, residual)
 
 
-def member_solver(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, typed_keys):
-    """(`solve_one(key, hyper) -> (stored variables, flow)`, the `Member`)."""
+def _is_transformation(x) -> bool:
+    return callable(getattr(x, "init", None)) and callable(getattr(x, "update", None))
+
+
+def _setting(where: str, value, grid: Mapping[str, np.ndarray], *, strict: bool, upper: float = math.inf):
+    """`value`, a number or the name of a grid parameter, checked to lie in (0, upper) (`strict`)
+    or [0, upper): the number itself, or every value of the named grid parameter."""
+    bound = ("> 0" if strict else "≥ 0") + (f" and < {upper:g}" if upper < math.inf else "")
+    if isinstance(value, str):
+        if value not in grid:
+            raise ValueError(message(where, "be a number or the name of a grid parameter",
+                                     f"{value!r}, not among the grid's {sorted(grid)}"))
+        values, where = np.asarray(grid[value], float), f"grid parameter {value!r} (the {where})"
+    elif isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise TypeError(message(where, "be a number or the name of a grid parameter (str)", type(value).__name__))
+    else:
+        values = np.asarray([float(value)])
+    bad = np.flatnonzero(~(np.isfinite(values) & ((values > 0) if strict else (values >= 0)) & (values < upper)))
+    if bad.size:
+        raise ValueError(message(where, f"be finite and {bound}", f"{values[bad[0]]:g}"))
+    return value if isinstance(value, str) else float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+    """How the members of a gradient-descent sweep are stepped: `solve_discrete(flow,
+    optimizer, t1, learning_rate=η, momentum=β)` for each member.
+
+    `optimizer`: an optax `GradientTransformation` (the same for every member) or a callable
+    `hyper -> GradientTransformation` built from the member's (traced) hyperparameters, e.g.
+    `lambda h: optax.sgd(h["learning_rate"])`. `learning_rate` η and `momentum` β set the
+    clock t_k = k·η/(1−β): numbers, or names of grid parameters."""
+
+    optimizer: Any
+    learning_rate: float | str
+    momentum: float | str = 0.0
+
+    @classmethod
+    def check(cls, optimizer, learning_rate, momentum, grid: Mapping[str, np.ndarray]) -> "Optimizer":
+        if not (_is_transformation(optimizer) or callable(optimizer)):
+            raise TypeError(message("optimizer", "be an optax GradientTransformation or a callable "
+                                    "hyper -> GradientTransformation (e.g. `lambda h: optax.sgd(h['eta'])`)",
+                                    type(optimizer).__name__))
+        if learning_rate is None:
+            if "learning_rate" not in grid:
+                raise ValueError(message("learning_rate", "be given with `optimizer` (the clock t = k·η): a number "
+                                         "or the name of a grid parameter", "None"))
+            learning_rate = "learning_rate"
+        learning_rate = _setting("learning_rate", learning_rate, grid, strict=True)
+        momentum = _setting("momentum", momentum, grid, strict=False, upper=1.0)
+        return cls(optimizer, learning_rate, momentum)
+
+    def resolve(self, hyper):
+        """(optax transformation, η, β) of one member."""
+        opt = self.optimizer if _is_transformation(self.optimizer) else self.optimizer(hyper)
+        if not _is_transformation(opt):
+            raise TypeError(message("optimizer(hyperparameters)", "return an optax GradientTransformation",
+                                    type(opt).__name__))
+        pick = lambda v: hyper[v] if isinstance(v, str) else v  # noqa: E731
+        return opt, pick(self.learning_rate), pick(self.momentum)
+
+    def describe(self) -> dict:
+        """The JSON-able part of the sweep's identity (the optimizer's arithmetic is in the
+        fingerprint of the traced member; this names it and the clock)."""
+        opt = self.optimizer
+        name = _canonical(repr(opt)) if _is_transformation(opt) else _describe(opt)
+        setting = lambda v: {"grid": v} if isinstance(v, str) else v  # noqa: E731
+        return {"optimizer": name, "learning_rate": setting(self.learning_rate), "momentum": setting(self.momentum)}
+
+
+def member_solver(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, typed_keys,
+                  method: Optimizer | None = None):
+    """(`solve_one(key, hyper) -> (stored variables, flow)`, the `Member`): a gradient-flow
+    member (`solve_flow` with `solve_kwargs`) or, with `method`, a discrete one (`solve_discrete`)."""
     obs = resolve_observables(observables)
     if "loss" not in obs:
         obs = {"loss": OBSERVABLES["loss"], **obs}
@@ -123,6 +206,20 @@ def member_solver(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, 
     if clash:
         raise ValueError(message("observables", f"use names other than the summaries {SUMMARIES}", sorted(clash)))
     member = Member(make_flow, jnp.asarray(ts), tuple(obs.items()), loss_threshold, typed_keys)
+
+    if method is not None:
+        def solve_discrete_one(key_data, hyper):
+            flow, finite = member.build(key_data, hyper)
+            opt, eta, beta = method.resolve(hyper)
+            sol = solve_discrete(flow, opt, t1, learning_rate=eta, momentum=beta, ts=ts, observables=obs, throw=False)
+            # No energy audit for a discrete method (NaN), no rejected steps; the event times are
+            # read off the member's own step times.
+            out = member.summarize(flow, finite, sol.observables, sol.params_final, sol.t_final,
+                                   sol.stats["num_steps"], jnp.zeros((), jnp.int32), sol.result._value,
+                                   jnp.asarray(jnp.nan, sol.t_final.dtype), ts=sol.ts)
+            return out, flow
+
+        return solve_discrete_one, member
 
     def solve_one(key_data, hyper):
         flow, finite = member.build(key_data, hyper)

@@ -4,9 +4,12 @@ Every member is `solve_flow(make_flow(key, hyperparameters), t1, throw=False)`. 
 fixed set of slots, each advanced by a step budget per call and refilled from the pending members
 as it finishes (continuous batching, `gflow._sweep.slots`: no member pays for the slowest), split
 across local devices with `jax.shard_map`, and, with `out=`, written chunk by chunk to a
-resumable Zarr store (`gflow._sweep.store`). Across hosts (after `jax.distributed.initialize`)
-or independent workers (`gflow sweep --worker I/N`) each process runs its own chunks and writes
-them to the shared store; no communication is needed.
+resumable Zarr store (`gflow._sweep.store`). With `optimizer=` every member is instead
+`solve_discrete(make_flow(key, hyperparameters), optimizer, t1, learning_rate=η, throw=False)`
+(gradient descent, heavy ball, Adam, … on the flow's clock): a fixed step count per member, so
+each chunk is one vmapped call of a `lax.scan` (no slots), into the same store. Across hosts
+(after `jax.distributed.initialize`) or independent workers (`gflow sweep --worker I/N`) each
+process runs its own chunks and writes them to the shared store; no communication is needed.
 """
 
 import hashlib
@@ -15,6 +18,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import diffrax
 import jax
@@ -29,7 +33,7 @@ from .._flow.solvers import AutoSwitch, MatrixFreeImplicit
 from .._validate import check_increasing_times, message
 from .grid import member_keys, parse_grid
 from .identity import _MEMBERS, _cache_key, _describe, _describe_solver, _versions, computation_fingerprint, config_hash
-from .member import _OK_CODES, SUMMARIES, member_solver, reason
+from .member import _OK_CODES, SUMMARIES, Optimizer, member_solver, reason
 from .slots import SlotProgram, run_queue, slot_functions, step_budget
 from .store import (
     FORMAT,
@@ -74,6 +78,9 @@ def sweep(
     process_count: int | None = None,
     slots: int | None = None,
     runner_stats: dict | None = None,
+    optimizer: Any = None,
+    learning_rate: float | str | None = None,
+    momentum: float | str = 0.0,
 ):
     """Solve the gradient flow for `members` initialisations at every point of `grid`.
 
@@ -118,6 +125,23 @@ def sweep(
       `on_failure` = "warn" (a `SweepWarning` naming them), "raise" (`SweepError`) or "ignore".
     - Multi-host: after `jax.distributed.initialize`, process p runs chunks p, p + P, … (P
       processes) on its local devices and writes them to the shared `out`.
+    - `optimizer` (default None: gradient flow): an optax `GradientTransformation`, or a callable
+      `hyper -> GradientTransformation` built from the member's hyperparameters (traced, so a
+      learning rate on the grid is one compile: `lambda h: optax.sgd(h["learning_rate"])`).
+      Each member is then `solve_discrete(flow, optimizer, t1, learning_rate=η, momentum=β,
+      ts=ts, throw=False)` on the flow's clock t_k = k·η/(1−β) (see `solve_discrete`):
+      `learning_rate` η and `momentum` β are numbers or the names of grid parameters (default
+      η: the grid parameter "learning_rate"). A chunk is one vmapped call of its members'
+      `lax.scan`s (no Python loop over steps or members; a chunk runs until its member with the
+      most steps, the smallest η, is done). Saves at the step nearest each time of `ts`; the
+      event-time summaries are read off the member's actual step times; `num_steps` is the
+      step count round(t1/h), `num_rejected_steps` 0, `energy_residual` NaN (no audit of a
+      discrete method). A diverging member (non-finite loss or gradient) stops at that step
+      with the `result` code of `RESULTS.nonfinite`, the rest are kept (`on_failure`). The
+      optimizer, η and β are part of the identity (the traced member's fingerprint, and the
+      config's `optimizer` entry), so a store of a gradient-flow sweep, another optimizer or
+      another η is refused. `solver`, `rtol`, `atol` must be left unset, `max_steps`, `slots`
+      and `runner_stats` are for gradient-flow members only.
     Returns the labelled `xarray.Dataset` (see `load_sweep`); with several processes, the chunks
     finished so far (`allow_partial=True`).
     """
@@ -127,6 +151,18 @@ def sweep(
     if on_failure not in ("warn", "raise", "ignore"):
         raise ValueError(message("on_failure", "be 'warn', 'raise' or 'ignore'", repr(on_failure)))
     axes = parse_grid(grid)
+    method = None
+    if optimizer is not None:
+        given = [name for name, v in (("solver", solver), ("rtol", rtol), ("atol", atol)) if v is not None]
+        if given:
+            raise ValueError(message(given[0], "be left unset with `optimizer` (a discrete method takes fixed steps)",
+                                     repr(dict(solver=solver, rtol=rtol, atol=atol)[given[0]])))
+        method = Optimizer.check(optimizer, learning_rate, momentum,
+                                 {name: v for _, values in axes for name, v in values.items()})
+    elif learning_rate is not None or (isinstance(momentum, str) or momentum != 0.0):
+        raise ValueError(message("learning_rate" if learning_rate is not None else "momentum",
+                                 "come with an `optimizer` (a gradient-flow sweep has no step)",
+                                 repr(learning_rate if learning_rate is not None else momentum)))
     key_data, typed = member_keys(members, seed)
     n_members = key_data.shape[0]
     grid_shape = tuple(next(iter(v.values())).shape[0] for _, v in axes)
@@ -147,10 +183,11 @@ def sweep(
     hyper_runs = {name: np.repeat(v, n_members).astype(dtype) for name, v in hyper_points.items()}
     run_member = np.tile(np.arange(n_members), n_points)
 
-    solve_one, member_parts = member_solver(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, typed)
+    solve_one, member_parts = member_solver(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, typed,
+                                            method)
     in_specs = (jax.ShapeDtypeStruct(key_data.shape[1:], key_data.dtype),
                 {k: jax.ShapeDtypeStruct((), v.dtype) for k, v in hyper_runs.items()})
-    cache_key = _cache_key(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, typed, in_specs)
+    cache_key = _cache_key(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, typed, in_specs, method)
     member = _MEMBERS.get(cache_key) if cache_key is not None else None
     if member is None:
         # The one trace of make_flow: one member on abstract inputs. Its jaxpr is the sweep's
@@ -220,6 +257,8 @@ def sweep(
         "rtol": rtol, "atol": atol, "max_steps": max_steps,
         "dtype": str(dtype), "matmul_precision": versions["matmul_precision"],
     }
+    if method is not None:  # (a gradient-flow sweep's identity is as it was before optimizers)
+        description.update(optimizer=method.describe(), solver=None, max_steps=None)
     description = json_normal(description)
     context = {"make_flow": _describe(make_flow),
                "observable_functions": {k: _describe(v) for k, v in resolve_observables(observables).items()},
@@ -259,16 +298,22 @@ def sweep(
         bar = tqdm(total=total, initial=done_before, unit="member", desc="sweep", disable=not progress,
                    dynamic_ncols=True, smoothing=0.1)
         try:
-            # Every solver, "auto" (the default) included, runs through the slot runner (lockstep-free).
-            n_slots = _slot_count(slots, total, batch, n_dev)  # not the pending runs: a resume reuses the compile
-            program = SlotProgram(member_parts.flow, _SaveObservables(member_parts.observables), solver,
-                                  rtol, atol, jnp.asarray(ts), t1, step_budget(max_steps), max_steps)
-            fns = member["runs"].get(("slots", n_slots, tuple(devices)))
-            if fns is None:
-                fns = member["runs"][("slots", n_slots, tuple(devices))] = slot_functions(
-                    program, member_parts.readout, wrap)
-            _run_slots(store, todo, size, chunk_size, key_data, run_member, hyper_runs, fns, n_slots,
-                       place, bar, runner_stats)
+            if method is not None:  # fixed step counts: plain vmapped chunks
+                fns = member["runs"].get(("chunks", batch, tuple(devices)))
+                if fns is None:
+                    fns = member["runs"][("chunks", batch, tuple(devices))] = jax.jit(
+                        wrap(jax.vmap(run_member_jaxpr)))
+                _run_chunks(store, todo, size, chunk_size, batch, key_data, run_member, hyper_runs, fns, place, bar)
+            else:  # every solver, "auto" (the default) included, runs through the slot runner (lockstep-free)
+                n_slots = _slot_count(slots, total, batch, n_dev)  # not the pending runs: a resume reuses the compile
+                program = SlotProgram(member_parts.flow, _SaveObservables(member_parts.observables), solver,
+                                      rtol, atol, jnp.asarray(ts), t1, step_budget(max_steps), max_steps)
+                fns = member["runs"].get(("slots", n_slots, tuple(devices)))
+                if fns is None:
+                    fns = member["runs"][("slots", n_slots, tuple(devices))] = slot_functions(
+                        program, member_parts.readout, wrap)
+                _run_slots(store, todo, size, chunk_size, key_data, run_member, hyper_runs, fns, n_slots,
+                           place, bar, runner_stats)
         finally:
             bar.close()
             store.release_all()
@@ -304,6 +349,39 @@ def _slot_count(slots, n_todo, batch, n_dev):
     elif not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
         raise ValueError(message("slots", "be a positive integer", repr(slots)))
     return -(-slots // n_dev) * n_dev
+
+
+def _run_chunks(store, todo, size, chunk_size, batch, key_data, run_member, hyper_runs, batched, place, bar):
+    """Solve each chunk in `todo` as one call of `batched` (the vmapped member, jitted: one
+    compile for every chunk) on `batch` runs: discrete members, whose step count is fixed, so
+    the lockstep costs nothing beyond the chunk's longest member. Chunks another writer holds
+    are waited for afterwards (one at a time, holding no other claim) and computed if that
+    writer left them unfinished."""
+
+    def compute(c):
+        start = c * chunk_size
+        stop = start + size(c)
+        # Pad the chunk to `batch` runs by repeating its last run (the padding is dropped).
+        idx = np.minimum(np.arange(start, start + batch), stop - 1)
+        keys_c = place(key_data[run_member[idx]])
+        hyper_c = {k: place(v[idx]) for k, v in hyper_runs.items()}
+        result = batched(keys_c, hyper_c)
+        store.write_chunk(c, {k: np.asarray(v)[: stop - start] for k, v in result.items()})
+
+    def run(c, wait=False):
+        if not store.claim(c, wait=wait):  # another writer is computing it
+            return False
+        try:
+            if not store.is_done(c):  # (or has just finished it)
+                compute(c)
+        finally:
+            store.release(c)
+        bar.update(size(c))
+        return True
+
+    held = [c for c in todo if not run(c)]
+    for c in held:
+        run(c, wait=True)
 
 
 def _run_slots(store, todo, size, chunk_size, key_data, run_member, hyper_runs, fns, n_slots, place, bar, stats):
