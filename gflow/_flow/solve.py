@@ -7,6 +7,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optimistix as optx
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
@@ -92,6 +93,16 @@ def default_times(t0, t1, num_times: int = 121, decades: float = 6.0, *, dtype=N
     t1 = check_time_span(t0, t1)
     if dtype is None:
         dtype = _float_dtype(t0, t1) or jnp.asarray(1.0).dtype
+    if is_concrete(t0) and is_concrete(t1):  # numpy: no eager JAX programs to compile
+        lo, hi = float(np.asarray(t0)), float(np.asarray(t1))
+        if lo == 0.0:
+            log_hi = np.log10(hi)
+            grid = np.concatenate([[0.0], np.logspace(log_hi - decades, log_hi, num_times - 1)])
+        else:
+            grid = np.geomspace(lo, hi, num_times)
+            grid[0] = lo
+        grid[-1] = hi  # 10**log10(t1) can round above t1
+        return jnp.asarray(grid.astype(dtype))
     t0 = jnp.asarray(t0, dtype=dtype)
     t1 = jnp.asarray(t1, dtype=dtype)
     log_t1 = jnp.log10(t1)
@@ -99,8 +110,6 @@ def default_times(t0, t1, num_times: int = 121, decades: float = 6.0, *, dtype=N
     from_zero = jnp.concatenate([jnp.zeros(1, dtype), logs])
     from_zero = from_zero.at[-1].set(t1)  # 10**log10(t1) can round above t1
     from_t0 = jnp.geomspace(jnp.where(t0 > 0, t0, 1.0), jnp.where(t0 > 0, t1, 2.0), num_times, dtype=dtype)
-    if is_concrete(t0):
-        return from_zero if float(t0) == 0.0 else from_t0.at[0].set(t0).at[-1].set(t1)
     return jnp.where(t0 > 0, from_t0.at[0].set(t0).at[-1].set(t1), from_zero)
 
 
@@ -151,6 +160,17 @@ def integrate(
     theory ODEs), "implicit" (`MatrixFreeImplicit()`), "auto" (`AutoSwitch()`), or one of those
     gflow classes.
     `norm`: the step-size controller's error norm (default RMS over the whole state)."""
+    return _integrate(vector_field, y0, args, t0, t1, ts=ts, save=save, num_times=num_times, solver=solver,
+                      rtol=rtol, atol=atol, max_steps=max_steps, jump_ts=jump_ts, event=event, throw=throw,
+                      progress=progress, dt0=dt0, norm=norm)[0]
+
+
+def _integrate(vector_field, y0, args, t0, t1, *, ts, save, num_times=121, solver=None, rtol=None, atol=None,
+               max_steps=100_000, jump_ts=None, event=None, throw=True, progress=False, dt0=None, norm=None,
+               extras=None) -> tuple[FlowSolution, dict]:
+    """`integrate`, plus `extras`: None, or a Module whose `__call__(args, y_final) -> dict` runs
+    inside the solve's program and whose `check(values)` sees those values (when concrete)
+    before the solve's own failures are thrown; returns (solution, values)."""
     t1 = check_time_span(t0, t1)
     max_steps = check_integer("max_steps", max_steps, minimum=1)
     if ts is None:
@@ -162,24 +182,49 @@ def integrate(
     controller = flow_controller(rtol, atol, norm=norm, jump_ts=jump_ts)
     meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
     run = _Segment(vector_field, y0, args, ts, save, controller, event, max_steps, meter, dt0)
+    finish = _Finish(extras)
     if not isinstance(solver, AutoSwitch):
-        sol = run(solver, t0, t1, y0)
-        seg = _unpack(sol)
-        stats = {
-            "num_steps": sol.stats["num_steps"],
-            "num_accepted_steps": sol.stats["num_accepted_steps"],
-            "num_rejected_steps": sol.stats["num_rejected_steps"],
-            "rhs_evaluations": sol.stats["num_steps"] * _rhs_per_step(solver) + 1,
-        }
-        return _solution(seg, ts, stats, throw)
+        seg, stats, flags, extra = _solve_program(run, solver, t0, t1, y0, finish)
+    else:
+        # Auto: segments of one solver each, ended by the stiffness monitor (see `switching`).
+        plan = AutoPlan(solver, probe(solver.explicit), solver.implicit.diffrax_solver(atol), controller,
+                        vector_field, jnp.asarray(ts), save, event, jnp.asarray(t1, jnp.asarray(ts).dtype),
+                        None if dt0 is None else jnp.asarray(dt0), max_steps, None if not progress else meter)
+        seg, stats, flags, extra = run_switching(plan, args, y0, t0, _rhs_per_step(solver.explicit), finish)
+    concrete = all(is_concrete(x) for x in jax.tree_util.tree_leaves((flags, extra)))
+    if extras is not None and concrete:
+        extras.check(extra)
+    return _solution(seg, ts, stats, flags, throw, concrete), {**extra, "okay": flags["okay"]}
 
-    # Auto: segments of one solver each, ended by the stiffness monitor (see `switching`).
-    plan = AutoPlan(solver, probe(solver.explicit), solver.implicit.diffrax_solver(atol), controller, vector_field,
-                    jnp.asarray(ts), save, event, jnp.asarray(t1, jnp.asarray(ts).dtype),
-                    None if dt0 is None else jnp.asarray(dt0), max_steps,
-                    None if not progress else meter)
-    seg, stats = run_switching(plan, args, y0, t0, _rhs_per_step(solver.explicit))
-    return _solution(seg, ts, stats, throw)
+
+class _Finish(eqx.Module):
+    """The end of a solve's compiled program: the throw flags from the result code and the
+    caller's `extras(args, y_final)`, so that a concrete solve is one program (no eager ops)."""
+
+    extras: Any
+
+    def __call__(self, seg: dict, stats: dict, args):
+        result = seg["result"]
+        okay = diffrax.is_okay(result)
+        max_steps_hit = result == diffrax.RESULTS.max_steps_reached
+        blew_up = diverged(result)
+        flags = {"okay": okay, "max_steps": max_steps_hit, "diverged": blew_up,
+                 "failed": ~okay & ~max_steps_hit & ~blew_up}
+        extra = {} if self.extras is None else self.extras(args, seg["y_final"])
+        return seg, stats, flags, extra
+
+
+@eqx.filter_jit
+def _solve_program(run: "_Segment", solver, t0, t1, y0, finish: _Finish):
+    """A single-solver solve: `diffeqsolve`, its outputs and stats, `finish` (one program)."""
+    sol = run(solver, t0, t1, y0)
+    stats = {
+        "num_steps": sol.stats["num_steps"],
+        "num_accepted_steps": sol.stats["num_accepted_steps"],
+        "num_rejected_steps": sol.stats["num_rejected_steps"],
+        "rhs_evaluations": sol.stats["num_steps"] * _rhs_per_step(solver) + 1,
+    }
+    return finish(_unpack(sol), stats, run.args)
 
 
 class _Segment(eqx.Module):
@@ -236,21 +281,24 @@ def _unpack(sol) -> dict:
     }
 
 
-def _solution(seg: dict, ts, stats: dict, throw: bool) -> FlowSolution:
-    saved, result = seg["saved"], seg["result"]
+_THROW = (("max_steps", MAX_STEPS_MESSAGE), ("diverged", DIVERGED_MESSAGE), ("failed", FAILED_MESSAGE))
+
+
+def _solution(seg: dict, ts, stats: dict, flags: dict, throw: bool, concrete: bool) -> FlowSolution:
+    saved = seg["saved"]
     if throw:
-        max_steps_hit = result == diffrax.RESULTS.max_steps_reached
-        blew_up = diverged(result)
-        saved = eqx.error_if(saved, max_steps_hit, MAX_STEPS_MESSAGE)
-        saved = eqx.error_if(saved, blew_up, DIVERGED_MESSAGE)
-        saved = eqx.error_if(saved, ~diffrax.is_okay(result) & ~max_steps_hit & ~blew_up, FAILED_MESSAGE)
+        for name, msg in _THROW:
+            # Concrete flags: `error_if` only on the failing one (it then raises at once), so a
+            # successful solve runs no program besides its own.
+            if not concrete or bool(flags[name]):
+                saved = eqx.error_if(saved, flags[name], msg)
     return FlowSolution(
         ts=seg["ts"] if seg["ts"] is not None else ts,
         observables=saved,
         params_final=seg["y_final"],
         t_final=seg["t_final"],
         stats=stats,
-        result=result,
+        result=seg["result"],
         event_time=seg["event_time"],
         event_mask=seg["event_mask"],
     )
@@ -347,12 +395,6 @@ def energy_residual(loss0, loss1, energy):
     return jnp.abs(loss1 - loss0 + energy) / (jnp.abs(loss0 - loss1) + floor)
 
 
-@eqx.filter_jit
-def _flow_energy_residual(flow: GradientFlow, params0, params1, energy):
-    """`energy_residual` of a solve from params0 to params1 (one compiled call, not ~50 eager ops)."""
-    return energy_residual(flow.loss_value(params0), flow.loss_value(params1), energy)
-
-
 def _params(t, params, flow):
     return params
 
@@ -372,29 +414,40 @@ def _make_event(events, flow, rtol, atol) -> diffrax.Event | None:
     return diffrax.Event(conds, root_finder=optx.Newton(rtol=rtol, atol=atol), direction=directions)
 
 
-@eqx.filter_jit
-def _initial_loss_and_bad_gradients(flow: GradientFlow, params0: Params):
-    value, grad = jax.value_and_grad(flow.loss_value)(params0)
-    return value, sum(jnp.sum(~jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grad))
+INITIAL_FIX = ("Lower `init_scale` (the network's outputs overflow at this initialisation), or check "
+               "the data and the loss.")
 
 
-def _check_initial_loss(flow: GradientFlow, params0: Params) -> None:
-    """A non-finite loss or gradient at the start would only show as a failed solve later.
+class _FlowChecks(eqx.Module):
+    """`solve_flow`'s values computed inside the solve's program: the energy residual and,
+    for a concrete solve, the initial loss and the number of non-finite initial gradient
+    entries (one loss-and-gradient evaluation at θ0), which `check` turns into the up-front
+    `ValueError` (before the solve's own failures are thrown)."""
 
-    One compiled loss-and-gradient evaluation (cached per problem structure); skipped when
-    anything is traced (under jit/vmap the outputs are tracers)."""
-    if not all(is_concrete(x) for x in jax.tree_util.tree_leaves((params0, flow))):
-        return
-    value, bad = _initial_loss_and_bad_gradients(flow, params0)
-    if not (is_concrete(value) and is_concrete(bad)):  # inside an outer jit
-        return
-    fix = ("Lower `init_scale` (the network's outputs overflow at this initialisation), or check "
-           "the data and the loss.")
-    if not bool(jnp.isfinite(value)):
-        raise ValueError(message("initial loss", "be finite", f"{float(value)} at t0", fix))
-    if int(bad):
-        size = sum(int(jnp.size(p)) for p in jax.tree_util.tree_leaves(params0))
-        raise ValueError(message("initial gradient", "be finite", f"{int(bad)} NaN/inf entries of {size} at t0", fix))
+    params0: Any
+    initial: bool = eqx.field(static=True)
+
+    def __call__(self, flow: GradientFlow, y_final) -> dict:
+        params1, energy = y_final
+        if self.initial:
+            loss0, grad = jax.value_and_grad(flow.loss_value)(self.params0)
+            bad = sum(jnp.sum(~jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grad))
+        else:
+            loss0, bad = flow.loss_value(self.params0), None
+        return {"energy_residual": energy_residual(loss0, flow.loss_value(params1), energy),
+                "initial_loss": loss0, "initial_bad_gradients": bad}
+
+    def check(self, values: dict) -> None:
+        """A non-finite loss or gradient at the start (would only show as a failed solve)."""
+        if not self.initial:
+            return
+        value, bad = float(values["initial_loss"]), int(values["initial_bad_gradients"])
+        if not math.isfinite(value):
+            raise ValueError(message("initial loss", "be finite", f"{value} at t0", INITIAL_FIX))
+        if bad:
+            size = sum(int(jnp.size(p)) for p in jax.tree_util.tree_leaves(self.params0))
+            raise ValueError(message("initial gradient", "be finite", f"{bad} NaN/inf entries of {size} at t0",
+                                     INITIAL_FIX))
 
 
 def member_tolerances(params0, rtol, atol):
@@ -423,7 +476,7 @@ def step_tolerances(flow: GradientFlow, rtol, atol):
 def audited_state(params0):
     """The ODE state of `solve_flow`: (θ, E) with the energy integral E(t0) = 0."""
     leaf = jax.tree_util.tree_leaves(params0)[0]
-    return params0, jnp.zeros((), jnp.result_type(leaf))
+    return params0, np.zeros((), jnp.result_type(leaf))  # numpy: no eager program
 
 
 def flow_controller(rtol, atol, *, norm=None, jump_ts=None):
@@ -517,11 +570,13 @@ def solve_flow(
     if solver is None:
         solver = DEFAULT_SOLVER
     rtol, atol = member_tolerances(params0, rtol, atol)
-    _check_initial_loss(flow, params0)
     event = _make_event(event, flow, rtol, atol)
     step_rtol, step_atol = step_tolerances(flow, rtol, atol)
     y0 = audited_state(params0)
-    sol = integrate(
+    # The initial-loss check runs when nothing is traced (under jit/vmap a non-finite start
+    # shows as a diverged `result`), inside the solve's own program.
+    checks = _FlowChecks(params0, all(is_concrete(x) for x in jax.tree_util.tree_leaves((params0, flow))))
+    sol, values = _integrate(
         _AuditedField(),
         y0,
         flow,
@@ -540,9 +595,10 @@ def solve_flow(
         progress=progress,
         dt0=dt0,
         norm=_params_norm,
+        extras=checks,
     )
-    params_final, energy = sol.params_final
-    residual = _flow_energy_residual(flow, params0, params_final, energy)
+    params_final, _ = sol.params_final
+    residual = values["energy_residual"]
     sol = FlowSolution(
         ts=sol.ts,
         observables=sol.observables,
@@ -553,7 +609,7 @@ def solve_flow(
         event_time=sol.event_time,
         event_mask=sol.event_mask,
     )
-    if throw and is_concrete(residual) and is_concrete(sol.result) and bool(diffrax.is_okay(sol.result)):
+    if throw and is_concrete(residual) and is_concrete(sol.result) and bool(values["okay"]):
         tolerance = energy_tolerance(rtol)
         if float(residual) > tolerance:
             warnings.warn(

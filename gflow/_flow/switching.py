@@ -222,23 +222,29 @@ class AutoPlan(eqx.Module):
     def solver(self, implicit: bool):
         return self.implicit if implicit else self.explicit
 
-    def start(self, y0, t0, args) -> SegmentCarry:
-        """The carry before the first segment (explicit) at (t0, y0)."""
+    def start(self, y0, t0, args, xp=jnp) -> SegmentCarry:
+        """The carry before the first segment (explicit) at (t0, y0); `xp=np` builds it with
+        numpy (concrete inputs: no eager JAX programs)."""
         dtype = self.ts.dtype
-        struct = jax.eval_shape(self.save, jnp.asarray(t0, dtype), y0, args)
-        saved = jax.tree_util.tree_map(lambda s: jnp.full((self.ts.shape[0], *s.shape), jnp.inf, s.dtype), struct)
+        struct = jax.eval_shape(self.save, jax.ShapeDtypeStruct((), dtype), y0, args)
+        saved = jax.tree_util.tree_map(lambda s: xp.full((self.ts.shape[0], *s.shape), xp.inf, s.dtype), struct)
         k = self.auto.max_segments
-        zero = jnp.zeros((), jnp.int32)
+        zero = xp.zeros((), xp.int32)
         if self.event is None:
             mask = None
         else:
             n = len(self.event.cond_fn) if isinstance(self.event.cond_fn, (list, tuple)) else 1
-            mask = tuple(jnp.asarray(False) for _ in range(n))
-        inf = jnp.asarray(jnp.inf, dtype)
-        return SegmentCarry(
-            jnp.asarray(t0, dtype), y0, saved, zero, zero, zero, zero, zero, zero, zero, zero,
-            jnp.full((k,), -1, jnp.int32), jnp.full((k,), jnp.inf, dtype), jnp.zeros((k,), jnp.int32),
-            inf, jnp.asarray(SUCCESS_CODE, jnp.int32), inf, mask, jnp.asarray(False))
+            mask = tuple(xp.asarray(False) for _ in range(n))
+        inf = xp.asarray(xp.inf, dtype)
+        fields = (xp.asarray(t0, dtype), y0, saved, zero, zero, zero, zero, zero, zero, zero, zero,
+                  xp.full((k,), -1, xp.int32), xp.full((k,), xp.inf, dtype), xp.zeros((k,), xp.int32),
+                  inf, xp.asarray(SUCCESS_CODE, xp.int32), inf, mask, xp.asarray(False))
+        if xp is jnp:
+            return SegmentCarry(*fields)
+        # numpy leaves: the structure from an abstract construction (the annotated constructor
+        # types its fields as jax arrays), the leaves as they are.
+        treedef = jax.tree_util.tree_structure(jax.eval_shape(lambda f: SegmentCarry(*f), fields))
+        return jax.tree_util.tree_unflatten(treedef, jax.tree_util.tree_leaves(fields))
 
     def monitor(self, carry: SegmentCarry, implicit: bool, controller=None) -> StiffnessMonitor:
         auto = self.auto
@@ -365,27 +371,35 @@ def summary(carry: SegmentCarry, ts, rhs_per_step: float) -> tuple[dict, dict]:
 
 
 @eqx.filter_jit
-def _start_jit(plan, args, y0, t0):
-    return plan.start(y0, t0, args)
+def _segment_program(plan: AutoPlan, args, carry: SegmentCarry, implicit: bool, rhs_per_step: float, finish):
+    """One segment and, from the carry after it, `finish(*summary(...), args)`: a solve that
+    never switches is this one program (no separate start, summary or check programs)."""
+    carry = run_segment(plan, args, carry, implicit)
+    return carry, finish(*summary(carry, plan.ts, rhs_per_step), args)
 
 
-_run_segment_jit = eqx.filter_jit(run_segment)
-_summary_jit = eqx.filter_jit(summary)
-
-
-def run_switching(plan: AutoPlan, args, y0, t0, rhs_per_step: float) -> tuple[dict, dict]:
-    """All segments from (t0, y0), then `summary`. Concrete inputs: a host loop over at most
-    `max_segments` calls of two compiled segment functions (the implicit one compiles only if
-    the solve switches). Traced (jit/vmap): a `lax.while_loop` over a `lax.cond` of the two."""
+def run_switching(plan: AutoPlan, args, y0, t0, rhs_per_step: float, finish=None):
+    """All segments from (t0, y0), then `summary` (and `finish(seg, stats, args)` when given).
+    Concrete inputs: a host loop over at most `max_segments` calls of two compiled segment
+    functions (the implicit one compiles only if the solve switches; the starting carry is
+    built with numpy). Traced (jit/vmap): a `lax.while_loop` over a `lax.cond` of the two."""
+    if finish is None:
+        finish = _no_finish
     if all(is_concrete(x) for x in jax.tree_util.tree_leaves((plan, args, y0, t0))):
-        carry = _start_jit(plan, args, y0, jnp.asarray(t0, plan.ts.dtype))
-        while not bool(carry.done):
-            carry = _run_segment_jit(plan, args, carry, bool(int(carry.phase) == IMPLICIT))
-        return _summary_jit(carry, plan.ts, rhs_per_step)
+        carry = plan.start(y0, t0, args, xp=np)
+        while True:
+            carry, out = _segment_program(plan, args, carry, bool(int(carry.phase) == IMPLICIT), rhs_per_step,
+                                          finish)
+            if bool(carry.done):
+                return out
 
     def body(c):
         return jax.lax.cond(c.phase == IMPLICIT, lambda c: run_segment(plan, args, c, True),
                             lambda c: run_segment(plan, args, c, False), c)
 
     carry = jax.lax.while_loop(lambda c: ~c.done, body, plan.start(y0, t0, args))
-    return summary(carry, plan.ts, rhs_per_step)
+    return finish(*summary(carry, plan.ts, rhs_per_step), args)
+
+
+def _no_finish(seg, stats, args):
+    return seg, stats
