@@ -3,9 +3,24 @@ at the edge of stability, float64.
 
 The before-the-edge agreement with gradient flow, t = 0, the transforms and the regime errors
 are the THEORY_CASES row in tests/cases_central_flow.py. Here: the expansion behind the flow,
-and GD on `edge_of_stability_problem()` with η = 1/S(θ0): the central flow's sharpness sits at
-2/η, its predicted time-averaged loss L + ½σ²S tracks GD's loss averaged over a sliding window
-while gradient flow is off by far more, and a central flow at a wrong η misses.
+and GD on `edge_of_stability_problem()` with η = 1/S(θ0).
+
+GD crosses the edge at k ≈ 70 and catapults (η S up to ≈ 3.3; at k = 100 three Hessian eigenvalues
+are past 2/η, outside the flow's one-eigenvalue derivation) before it settles. The central flow
+describes the time-averaged trajectory *after* GD has settled at the edge (the paper's §3; it does
+not model the onset transient), and the catapult leaves GD on another part of the edge than the
+flow from θ0 reaches: that flow joins the edge where GD does and sits on it, but its loss is off
+GD's by up to 84 % over the onset and, measured over 1500 steps, by up to 29 % in k = 400–700; it
+crosses GD's curve near k ≈ 800 and drifts away again (+41 % at k = 1450). So the compared phase
+is defined from the GD run, not a hand-picked step: k_s = the first step after GD's arrival from
+which GD's sharpness stays within 2 % of 2/η over a whole WINDOW of steps (k_s = 400 here), and
+the central flow is seeded there at GD's time average θ̄ = (θ_{k_s} + θ_{k_s+1})/2
+(`from_flow(at_edge=True)`, the same formulas). The loss is compared on windows that lie wholly in
+[k_s, STEPS): from k_s + WINDOW/2 on. There it tracks GD's sliding-window loss to within 9.5 %
+(the residue is GD's slow cycles about the edge, period ≈ 150–250 steps > WINDOW, ±9.5 % at k ≈ 530
+decaying to ±4 % by k = 950), while gradient flow, seeded at the same θ̄, is off by 96 %. The
+negative control, the central flow of 0.8η from the same θ̄, starts at 0.8 of its own edge
+2/(0.8η) and stays below it over the phase, so it is gradient flow there and misses by as much.
 """
 
 import functools
@@ -19,55 +34,79 @@ from jax.flatten_util import ravel_pytree
 import gflow as gf
 import gflow.central_flow as cf
 
-STEPS = 1000  # GD steps: the edge at k ≈ 70, a catapult, then the edge-of-stability phase
+STEPS = 1000  # GD steps: the edge at k ≈ 70, a catapult, then GD settled at the edge
 WINDOW = 100  # sliding-window length (GD steps) of the time average
-PHASE_START = 750  # first GD step of the compared phase (the catapult's wake has died out)
+BAND = 0.02  # GD has settled once η S stays within 2 % of 2 over a whole window
 EVERY = 10  # GD sharpness every EVERY steps
+NUM_ITERATIONS = 24  # Lanczos steps of the theory solves, as for GD's sharpness (12 vs 32 moved the error by 1e-3)
+SAVES = 31  # save times of each theory solve (the same count: the solves share compiles)
 
 
 def _gd(flow, eta, steps):
-    """Plain GD θ ← θ − ηκ∇L as one lax.scan: the loss at every step (θ_0 … θ_{steps−1}) and the
-    sharpness every EVERY steps."""
+    """Plain GD θ ← θ − ηκ∇L as one lax.scan: the loss and θ at every step (θ_0 … θ_{steps−1})
+    and the sharpness every EVERY steps."""
 
     @jax.jit
     def run(params):
         def step(p, _):
             loss, grad = jax.value_and_grad(flow.loss_value)(p)
-            return jax.tree_util.tree_map(lambda a, g: a - eta * flow.time_scale * g, p, grad), loss
+            return jax.tree_util.tree_map(lambda a, g: a - eta * flow.time_scale * g, p, grad), (loss, p)
 
         def block(p, _):
             s = cf.sharpness(0.0, p, flow, num_iterations=24)
-            p, losses = jax.lax.scan(step, p, None, length=EVERY)
-            return p, (losses, s)
+            p, (losses, ps) = jax.lax.scan(step, p, None, length=EVERY)
+            return p, (losses, ps, s)
 
         return jax.lax.scan(block, params, None, length=steps // EVERY)
 
-    _, (losses, s) = run(flow.params0)
-    return np.asarray(losses).ravel(), np.asarray(s)
+    _, (losses, params, s) = run(flow.params0)
+    params = jax.tree_util.tree_map(lambda a: a.reshape(steps, *a.shape[2:]), params)
+    return np.asarray(losses).ravel(), params, np.asarray(s)
+
+
+def settled_step(eta_s, window=WINDOW, band=BAND):
+    """The first sampled step at or after GD's first arrival at the edge (η S ≥ 2) from which η S
+    stays within `band` of 2 for a whole `window` of steps (`eta_s` sampled every EVERY steps)."""
+    n = window // EVERY
+    arrival = int(np.argmax(eta_s >= 2.0))
+    inside = np.abs(eta_s / 2.0 - 1.0) < band
+    for i in range(arrival, eta_s.size - n + 1):
+        if inside[i:i + n].all():
+            return i * EVERY
+    raise AssertionError("GD never settles at the edge")
+
+
+def _window_mean(loss, ks):
+    return np.array([loss[k - WINDOW // 2: k + WINDOW // 2].mean() for k in ks])
 
 
 @functools.cache
 def _runs():
     flow = cf.edge_of_stability_problem()
     eta = 1.0 / float(cf.sharpness(0.0, flow.params0, flow))
-    loss, s_gd = _gd(flow, eta, STEPS)
-    ks = np.arange(0, STEPS - WINDOW // 2 + 1, EVERY)  # save steps (centres of the windows)
-    ts = jnp.asarray(eta * ks)
-    opts = dict(ts=ts, rtol=1e-5, atol=1e-9, max_steps=50_000)
-    central = cf.CentralFlow.from_flow(flow, learning_rate=eta, num_iterations=12)
-    central_sol = central.solve(ts[-1], **opts)
-    # negative control: the central flow of a 20 % smaller step (edge at 2/(0.8η))
-    wrong = cf.CentralFlow.from_flow(flow, learning_rate=0.8 * eta, num_iterations=12)
-    wrong_sol = wrong.solve(ts[-1], **opts)
-    gflow_sol = gf.solve_flow(flow, ts[-1], ts=ts, observables=("loss", "sharpness"), rtol=1e-6, atol=1e-9,
-                              solver="explicit")  # one compile (Tsit5), not the auto solver's two
-    avg = np.array([loss[max(k - WINDOW // 2, 0): k + WINDOW // 2].mean() for k in ks])
-    return dict(flow=flow, eta=eta, ks=ks, loss=loss, s_gd=s_gd, avg=avg, central=central_sol.observables,
-                wrong=wrong_sol.observables, gradient_flow=gflow_sol.observables)
+    loss, params, s_gd = _gd(flow, eta, STEPS)
+    k_s = settled_step(eta * s_gd)
+    opts = dict(rtol=1e-5, atol=1e-9, max_steps=50_000)
+    gf_opts = dict(observables=("loss", "sharpness"), rtol=1e-6, atol=1e-9, solver="explicit")  # Tsit5: one compile
 
+    # From θ0, up to the settled step: the onset (before the edge, the join, the catapult).
+    onset = np.round(np.linspace(0, k_s, SAVES)).astype(int)
+    central = cf.CentralFlow.from_flow(flow, learning_rate=eta, num_iterations=NUM_ITERATIONS)
+    onset_sol = central.solve(eta * onset[-1], ts=jnp.asarray(eta * onset), **opts).observables
+    onset_gf = gf.solve_flow(flow, eta * onset[-1], ts=jnp.asarray(eta * onset), **gf_opts).observables
 
-def _phase(r):
-    return r["ks"] >= PHASE_START
+    # Seeded at GD's time average at k_s: the settled phase (windows wholly inside [k_s, STEPS)).
+    mean = jax.tree_util.tree_map(lambda a: 0.5 * (a[k_s] + a[k_s + 1]), params)
+    seeded = gf.GradientFlow(flow.model(mean), flow.loss, flow.data)
+    phase = np.round(np.linspace(k_s + WINDOW // 2, STEPS - WINDOW // 2, SAVES)).astype(int)
+    ts = jnp.asarray(eta * (phase - k_s))  # the seeded solves' clock starts at GD's step k_s
+    seeded_cf = cf.CentralFlow.from_flow(seeded, learning_rate=eta, at_edge=True, num_iterations=NUM_ITERATIONS).solve(ts[-1], ts=ts, **opts)
+    # negative control: the central flow of a 20 % smaller step (edge at 2/(0.8η)), same seed
+    wrong = cf.CentralFlow.from_flow(seeded, learning_rate=0.8 * eta, num_iterations=NUM_ITERATIONS).solve(ts[-1], ts=ts, **opts)
+    seeded_gf = gf.solve_flow(seeded, ts[-1], ts=ts, **gf_opts)
+    return dict(flow=flow, eta=eta, loss=loss, s_gd=s_gd, k_s=k_s, onset=onset, onset_cf=onset_sol,
+                onset_gf=onset_gf, phase=phase, avg=_window_mean(loss, phase), central=seeded_cf.observables,
+                wrong=wrong.observables, gradient_flow=seeded_gf.observables)
 
 
 def test_expansion_behind_the_flow():
@@ -94,14 +133,16 @@ def test_expansion_behind_the_flow():
     assert 3.0 < errors[0] / errors[1] < 5.0, errors
 
 
-def test_gd_reaches_the_edge_and_oscillates():
+def test_gd_reaches_the_edge_catapults_and_settles():
     r = _runs()
     eta_s = r["eta"] * r["s_gd"]
     assert eta_s[0] < 1.01  # η = 1/S(θ0): GD starts halfway to the edge (progressive sharpening)
-    assert eta_s.max() > 2.0
-    late = eta_s[PHASE_START // EVERY:]
-    assert np.all(np.abs(late - 2.0) < 0.02), late  # GD's sharpness hovers at 2/η …
-    loss = r["loss"][PHASE_START:]
+    arrival = int(np.argmax(eta_s >= 2.0)) * EVERY
+    assert 50 <= arrival <= 100 and eta_s.max() > 3.0  # the catapult
+    assert 300 <= r["k_s"] <= 500, r["k_s"]  # the criterion's settled step (400 when measured)
+    late = eta_s[r["k_s"] // EVERY:]
+    assert np.all(np.abs(late / 2.0 - 1.0) < BAND), late  # GD's sharpness hovers at 2/η …
+    loss = r["loss"][r["k_s"]:]
     rises = np.mean(np.diff(loss) > 0)
     assert rises > 0.2, rises  # … while its loss goes up on a good share of the steps (oscillation)
 
@@ -109,35 +150,44 @@ def test_gd_reaches_the_edge_and_oscillates():
 def test_central_flow_sharpness_stays_at_the_edge():
     r = _runs()
     threshold = 2.0 / r["eta"]
-    s_cf = np.asarray(r["central"]["sharpness"])
-    sigma2 = np.asarray(r["central"]["oscillation_variance"])
-    at_edge = sigma2 > 0
-    first = int(np.argmax(at_edge))
-    assert 0 < r["ks"][first] <= 200  # the central flow joins the edge near where GD does
-    # within 2 % of 2/η at the edge (the stabilising term holds it to ~rtol; 2 % is the issue's bar)
+    onset, s_cf, sigma2 = r["onset"], np.asarray(r["onset_cf"]["sharpness"]), np.asarray(
+        r["onset_cf"]["oscillation_variance"])
+    first = int(np.argmax(sigma2 > 0))
+    assert 0 < onset[first] <= 150  # the flow from θ0 joins the edge near where GD does (k ≈ 70)
+    # within 2 % of 2/η at the edge (the stabilising term holds it to ~rtol; 2 % is the issue's
+    # bar), while GD oscillates (the previous test), from θ0 and seeded at k_s alike
     assert np.all(np.abs(s_cf[first + 1:] / threshold - 1.0) < 0.02)
+    assert np.all(np.abs(np.asarray(r["central"]["sharpness"]) / threshold - 1.0) < 0.02)
+    assert np.all(np.asarray(r["central"]["oscillation_variance"]) > 0)
     # before the edge the central flow is gradient flow: σ² = 0, same loss (to the two solves' rtol)
     before = slice(0, first)
     assert np.all(sigma2[before] == 0.0)
-    np.testing.assert_allclose(np.asarray(r["central"]["loss"])[before],
-                               np.asarray(r["gradient_flow"]["loss"])[before], rtol=1e-3)
-    # gradient flow keeps sharpening past the edge
-    assert float(np.asarray(r["gradient_flow"]["sharpness"])[-1]) > 1.5 * threshold
+    np.testing.assert_allclose(np.asarray(r["onset_cf"]["loss"])[before], np.asarray(r["onset_gf"]["loss"])[before],
+                               rtol=1e-3)
+    # gradient flow keeps sharpening past the edge (to 2 × 2/η by k_s; measured 1.99)
+    assert float(np.asarray(r["onset_gf"]["sharpness"])[-1]) > 1.5 * threshold
 
 
 def test_central_flow_tracks_the_time_averaged_loss():
-    """Over the edge-of-stability phase the predicted time-averaged loss L + ½σ²S is within
-    10 % of GD's loss averaged over a WINDOW-step sliding window; gradient flow and the central
-    flow of a wrong η (0.8η) are off by more than 3 × that."""
+    """Over the settled edge-of-stability phase (windows wholly after k_s, see the module
+    docstring) the predicted time-averaged loss L + ½σ²S of the central flow seeded at GD's
+    time average is within 10 % of GD's loss averaged over a WINDOW-step sliding window;
+    gradient flow and the central flow of a wrong η (0.8η), seeded alike, are off by more than
+    3 × that. The flow from θ0 does not model the onset: over it, it misses by far more."""
     r = _runs()
-    phase = _phase(r)
-    avg = r["avg"][phase]
+    avg = r["avg"]
 
     def error(obs):
-        return float(np.max(np.abs(np.asarray(obs["loss"])[phase] / avg - 1.0)))
+        return float(np.max(np.abs(np.asarray(obs["loss"]) / avg - 1.0)))
 
-    tol = 0.10
+    tol = 0.10  # measured: central 0.095, gradient flow 0.96, 0.8η 0.96; from θ0 over the onset 0.84
     central, gradient_flow, wrong = error(r["central"]), error(r["gradient_flow"]), error(r["wrong"])
     assert central <= tol, (central, gradient_flow, wrong)
     assert gradient_flow > 3 * tol, gradient_flow
     assert wrong > 3 * tol, wrong
+    # the onset (windows from GD's arrival to k_s), from θ0: the catapult is not modelled
+    onset = r["onset"]
+    arrival = int(np.argmax(r["eta"] * r["s_gd"] >= 2.0)) * EVERY
+    inside = (onset >= arrival + WINDOW // 2) & (onset <= r["k_s"])
+    missed = np.abs(np.asarray(r["onset_cf"]["loss"])[inside] / _window_mean(r["loss"], onset[inside]) - 1.0)
+    assert missed.max() > 3 * tol, missed

@@ -52,7 +52,10 @@ Assumptions: a simple top eigenvalue at the edge (several eigenvalues at the edg
 paper's cone program, not implemented); the start inside the stable region S(θ0) < S*
 (checked); one rate for all parameters (no `rates`); deterministic (full-batch) GD. The
 prediction is for the time average: it does not model the transient at the onset of the edge
-(the catapult spike), only the trajectory after it.
+(the catapult spike), only the trajectory after it. A catapult can move GD to another part of
+the edge {S = S*} than the flow from θ0 reaches (on `edge_of_stability_problem`, several Hessian
+eigenvalues are past the edge during it), so a flow that is to follow GD after such an onset is
+seeded at GD's time average once GD has settled (`from_flow(…, at_edge=True)`).
 """
 
 from typing import ClassVar
@@ -71,6 +74,8 @@ from ..base import AbstractReducedODE
 
 #: Lanczos steps per right-hand-side evaluation (clipped to the number of parameters).
 NUM_ITERATIONS = 32
+#: `from_flow(at_edge=True)` accepts starts with ηκS(θ0) < 2·AT_EDGE (2 % past the edge).
+AT_EDGE = 1.02
 
 
 def _vdot(a, b) -> Float[Array, ""]:
@@ -105,7 +110,7 @@ class CentralFlow(AbstractReducedODE):
 
     @classmethod
     def from_flow(cls, flow, *, learning_rate, stabilisation=None,
-                  num_iterations: int = NUM_ITERATIONS) -> "CentralFlow":
+                  num_iterations: int = NUM_ITERATIONS, at_edge: bool = False) -> "CentralFlow":
         """Seed the central flow of GD with step `learning_rate` η (on the flow's clock) at θ0.
 
         - `learning_rate` η > 0: the GD step (`solve_discrete(flow, optax.sgd(η), …,
@@ -113,7 +118,12 @@ class CentralFlow(AbstractReducedODE):
         - `stabilisation` γ > 0 on the theory clock τ = κt (default S*/4): the rate at which
           drift of S off S* decays at the edge.
         - `num_iterations`: Lanczos steps per evaluation (static).
-        Refuses: flows with `rates`, padded flows, and starts past the edge (ηκS(θ0) ≥ 2).
+        - `at_edge=True`: θ0 is the time average of a GD run already at the edge, e.g.
+          (θ_k + θ_{k+1})/2 once its sharpness has settled at S* (the flow's t = 0 is then GD's
+          step k): a start up to 2 % past the edge, ηκS(θ0) < 2·1.02, is accepted (the
+          stabilising term brings S onto S* within a few steps).
+        Refuses: flows with `rates`, padded flows, and starts past the edge (ηκS(θ0) ≥ 2; with
+        `at_edge`, ≥ 2·1.02).
         """
         name = "CentralFlow"
         if not isinstance(flow, GradientFlow):
@@ -131,12 +141,19 @@ class CentralFlow(AbstractReducedODE):
             check_finite_positive("stabilisation", stabilisation, traced="pass")
             gamma = jnp.asarray(stabilisation, dtype)
         s0, _ = top_hessian_eigenpair(flow, flow.params0, num_iterations=num_iterations)
-        if is_concrete(s0) and is_concrete(threshold) and float(s0) >= float(threshold):
+        edge = AT_EDGE if at_edge else 1.0
+        if is_concrete(s0) and is_concrete(threshold) and float(s0) >= edge * float(threshold):
+            if at_edge:
+                raise regime_error(
+                    name, f"a start at the edge, η κ S(θ0) < 2·{AT_EDGE:g} (at_edge=True)",
+                    f"got η κ S(θ0) = {float(s0 * eta * kappa):.4g}",
+                    "Seed it at the time average of GD once GD's sharpness has settled within 2 % of 2/(ηκ).")
             raise regime_error(
                 name, "a start inside the stable region, η κ S(θ0) < 2",
                 f"got η κ S(θ0) = {float(s0 * eta * kappa):.4g}",
                 "Lower `learning_rate` below 2/(κ S(θ0)): GD started past the edge catapults first, "
-                "which the central flow does not model.")
+                "which the central flow does not model; a start at the edge (GD's time average once "
+                "it has settled there) takes `at_edge=True`.")
         return cls(flow=flow, params0=flow.params0, time_scale=kappa, learning_rate=eta,
                    threshold=threshold, stabilisation=gamma, num_iterations=num_iterations)
 
