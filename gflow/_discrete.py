@@ -237,6 +237,18 @@ def solve_discrete(
         raise TypeError(message("optimizer", "be an optax GradientTransformation (e.g. `optax.sgd(learning_rate)`)",
                                 type(optimizer).__name__))
     t0, params0, t1 = starting_point(flow, start, t1)
+    return discrete_from(flow, optimizer, t0, params0, t1, learning_rate=learning_rate, momentum=momentum, ts=ts,
+                         num_times=num_times, observables=observables, event=event, max_steps=max_steps,
+                         throw=throw, save_params=save_params)
+
+
+def discrete_from(flow, optimizer, t0, params0, t1, *, learning_rate, momentum=0.0, ts=None, num_times=121,
+                  observables=("loss",), event=None, max_steps=None, throw=True, save_params=False) -> FlowSolution:
+    """`solve_discrete` from a checked start (t0, finite θ0, t1 > t0: `starting_point`'s output).
+
+    The sweep calls it directly: its members' θ0 are made finite by the sweep (a non-finite init
+    is a result code), and a traced finiteness check would put a host callback into the program,
+    which keeps it out of the persistent compilation cache."""
     check_finite_positive("learning_rate", learning_rate, traced="pass")
     check_momentum(momentum)
     if max_steps is not None:
@@ -251,9 +263,11 @@ def solve_discrete(
     dtype = _float_dtype(params0) or jnp.asarray(1.0).dtype
     eta = jnp.asarray(learning_rate, dtype)
     step_time = eta / (1 - jnp.asarray(momentum, dtype))
+    if ts is not None:  # before t0, t1 become arrays (traced when called under a trace): a Python check
+        ts = check_increasing_times("ts", ts, t0, t1)
     t0 = jnp.asarray(t0, dtype)
     t1 = jnp.asarray(t1, dtype)
-    ts = default_times(t0, t1, num_times, dtype=dtype) if ts is None else check_increasing_times("ts", ts, t0, t1)
+    ts = default_times(t0, t1, num_times, dtype=dtype) if ts is None else ts
     ts = jnp.asarray(ts, dtype)
     # Thresholds as arrays: a new threshold (learning rate) reuses the compile.
     events = tuple(eqx.tree_at(lambda e: e.threshold, ev, jnp.asarray(ev.threshold, dtype)) for ev in events)

@@ -18,7 +18,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._discrete import solve_discrete
+from .._discrete import discrete_from
 from .._flow import GradientFlow, solve_flow
 from .._flow.observables import OBSERVABLES, resolve_observables
 from .._flow.solve import energy_residual
@@ -211,7 +211,9 @@ def member_solver(make_flow, t1, ts, observables, solve_kwargs, loss_threshold, 
         def solve_discrete_one(key_data, hyper):
             flow, finite = member.build(key_data, hyper)
             opt, eta, beta = method.resolve(hyper)
-            sol = solve_discrete(flow, opt, t1, learning_rate=eta, momentum=beta, ts=ts, observables=obs, throw=False)
+            # `solve_discrete` from its checked start: θ0 is finite (`build`), t0 = 0 < t1
+            sol = discrete_from(flow, opt, 0.0, flow.params0, t1, learning_rate=eta, momentum=beta, ts=ts,
+                                observables=obs, throw=False)
             # No energy audit for a discrete method (NaN), no rejected steps; the event times are
             # read off the member's own step times.
             out = member.summarize(flow, finite, sol.observables, sol.params_final, sol.t_final,
