@@ -20,7 +20,15 @@ Variants (the same solver, controller and save times unless named):
 - `auto`: `solve_flow(flow, t1)` (the default solver; a non-switching solve compiles the
   explicit segment only);
 - `auto_jit`: `jax.jit` of `solve_flow(flow, t1)` (traced: both solvers' segments compile);
-- `auto_cached_1`, `auto_cached_2`: `auto` in two processes sharing one persistent cache dir.
+- `explicit_vmap`, `auto_vmap`: a phase map, `jit(vmap(solve_flow))` over 4 initialisations of
+  the net, `solver="explicit"` / the default (traced "auto" compiles the implicit solver too);
+- `auto_cached_1`, `auto_cached_2`: `auto` in two processes sharing one persistent cache dir;
+- `auto_nocb_cached_1`, `auto_nocb_cached_2`: the same with `EQX_ON_ERROR=nan`, a counterfactual:
+  diffrax's runtime checks of `saveat.ts` and `dt0` (`eqx.error_if`) then compile without host
+  callbacks, and JAX's persistent cache stores every program (it refuses programs with host
+  callbacks), so this pair measures what the cache can save at best: the floor is tracing and
+  lowering, which every process pays (the cache key is the lowered module).
+Each record also counts the persistent-cache hits and misses of the first call.
 
 Audit overhead (`--audit`): `gf.sweep` of the P1-style net (two-layer, 64 members, slot runner,
 Tsit5, t1 = 30) with the audit on and off (`gflow._flow.solve.AUDIT`, internal), both compiled
@@ -45,7 +53,10 @@ EVENTS = {
     "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower_s",
     "/jax/core/compile/backend_compile_duration": "xla_compile_s",
 }
-VARIANTS = ("bare", "bare_subsaveats", "bare_guard", "bare_audit", "explicit", "auto", "auto_jit")
+CACHE_EVENTS = {"/jax/compilation_cache/cache_hits": "cache_hits",
+                "/jax/compilation_cache/cache_misses": "cache_misses"}
+VARIANTS = ("bare", "bare_subsaveats", "bare_guard", "bare_audit", "explicit", "auto", "auto_jit",
+            "explicit_vmap", "auto_vmap")
 
 
 def _problem():
@@ -73,7 +84,7 @@ def _child(variant: str) -> dict:
 
     jax.config.update("jax_enable_x64", True)
     totals = dict.fromkeys(EVENTS.values(), 0.0)
-    counts = {"xla_compiles": 0}
+    counts = {"xla_compiles": 0, "cache_hits": 0, "cache_misses": 0}
 
     def listen(event, duration, **kwargs):
         if event in EVENTS:
@@ -81,7 +92,12 @@ def _child(variant: str) -> dict:
             if EVENTS[event] == "xla_compile_s":
                 counts["xla_compiles"] += 1
 
+    def count(event, **kwargs):
+        if event in CACHE_EVENTS:
+            counts[CACHE_EVENTS[event]] += 1
+
     jax.monitoring.register_event_duration_secs_listener(listen)
+    jax.monitoring.register_event_listener(count)
     import diffrax
     import equinox as eqx
     import jax.numpy as jnp
@@ -97,6 +113,17 @@ def _child(variant: str) -> dict:
     loss_audited = lambda t, y, f: f.loss_value(y[0])  # noqa: E731
     pid = diffrax.PIDController(rtol=rtol, atol=atol)
     pid_theta = diffrax.PIDController(rtol=rtol, atol=atol, norm=_theta_norm)
+
+    # One jit wrapper, so that the warm calls reuse the first call's compile.
+    auto_jit = eqx.filter_jit(lambda f: gf.solve_flow(f, t1, ts=ts, rtol=rtol, atol=atol))
+    keys = jax.random.split(jax.random.PRNGKey(3), 4)
+
+    @eqx.filter_jit
+    def phase_map(keys, solver):  # 4 initialisations of the net under vmap (jit ∘ vmap)
+        def one(key):
+            member = gf.GradientFlow(gf.TwoLayer(16, 32, "tanh", key=key), flow.loss, flow.data)
+            return gf.solve_flow(member, t1, ts=ts, solver=solver, rtol=rtol, atol=atol).observables["loss"]
+        return jax.vmap(one)(keys)
 
     def bare(flow, subs=False, guard=False, audit=False):
         field = _AuditedField() if audit else diffrax.ODETerm(flow.vector_field).vector_field
@@ -117,19 +144,21 @@ def _child(variant: str) -> dict:
         "bare_audit": lambda: bare(flow, subs=True, guard=True, audit=True),
         "explicit": lambda: gf.solve_flow(flow, t1, ts=ts, solver="explicit", rtol=rtol, atol=atol),
         "auto": lambda: gf.solve_flow(flow, t1, ts=ts, rtol=rtol, atol=atol),
-        "auto_jit": lambda: eqx.filter_jit(lambda f: gf.solve_flow(f, t1, ts=ts, rtol=rtol, atol=atol))(flow),
+        "auto_jit": lambda: auto_jit(flow),
+        "explicit_vmap": lambda: phase_map(keys, "explicit"),
+        "auto_vmap": lambda: phase_map(keys, "auto"),
     }
-    name = variant.removesuffix("_1").removesuffix("_2").replace("auto_cached", "auto")
+    name = variant.removesuffix("_1").removesuffix("_2").replace("auto_nocb", "auto").replace("auto_cached", "auto")
     jax.block_until_ready((flow, ts))
     for k in totals:  # only the first call's compiles (not the problem's construction)
         totals[k] = 0.0
-    counts["xla_compiles"] = 0
+    counts.update(xla_compiles=0, cache_hits=0, cache_misses=0)
     wall, cpu = time.perf_counter(), time.process_time()
     out = calls[name]()
     jax.block_until_ready(out)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     first = dict(totals)  # the warm calls below must not compile (they would be counted here)
-    first_count = counts["xla_compiles"]
+    first_count, first_hits, first_misses = counts["xla_compiles"], counts["cache_hits"], counts["cache_misses"]
     warm = []
     for _ in range(3):
         t = time.perf_counter()
@@ -139,13 +168,14 @@ def _child(variant: str) -> dict:
     steps = int(stats["num_steps"]) if stats is not None else None
     recompiled = any(totals[k] > first[k] for k in totals)
     return {"variant": variant, **{k: round(v, 3) for k, v in first.items()}, "xla_compiles": first_count,
+            "cache_hits": first_hits, "cache_misses": first_misses,
             "warm_recompiled": recompiled,
             "first_call_wall_s": round(wall, 3), "first_call_cpu_s": round(cpu, 3),
             "warm_call_s": round(min(warm), 4), "num_steps": steps}
 
 
-def _spawn(variant: str, cache_dir: str | None = None) -> dict:
-    env = dict(os.environ)
+def _spawn(variant: str, cache_dir: str | None = None, env_extra: dict | None = None) -> dict:
+    env = dict(os.environ, **(env_extra or {}))
     if cache_dir is None:
         env["GFLOW_NO_COMPILATION_CACHE"] = "1"
     else:
@@ -231,12 +261,27 @@ def main():
         with tempfile.TemporaryDirectory() as cache:
             record["variants"]["auto_cached_1"] = _spawn("auto_cached_1", cache)
             record["variants"]["auto_cached_2"] = _spawn("auto_cached_2", cache)
+        # The counterfactual: every runtime check as NaN instead of a host callback (no callbacks
+        # in the programs, so the cache may store all of them; benchmarks only, see the notes).
+        with tempfile.TemporaryDirectory() as cache:
+            for i in (1, 2):
+                record["variants"][f"auto_nocb_cached_{i}"] = _spawn(f"auto_nocb_cached_{i}", cache,
+                                                                     {"EQX_ON_ERROR": "nan"})
         v = record["variants"]
         record["ratios"] = {
             "explicit_over_bare_xla": round(v["explicit"]["xla_compile_s"] / v["bare"]["xla_compile_s"], 3),
             "auto_over_bare_xla": round(v["auto"]["xla_compile_s"] / v["bare"]["xla_compile_s"], 3),
             "second_process_over_first_xla": round(
                 v["auto_cached_2"]["xla_compile_s"] / max(v["auto_cached_1"]["xla_compile_s"], 1e-9), 3),
+            "explicit_over_bare_first_call_cpu": round(
+                v["explicit"]["first_call_cpu_s"] / v["bare"]["first_call_cpu_s"], 3),
+            "auto_over_bare_first_call_cpu": round(v["auto"]["first_call_cpu_s"] / v["bare"]["first_call_cpu_s"], 3),
+            "second_process_over_first_cpu": round(
+                v["auto_cached_2"]["first_call_cpu_s"] / v["auto_cached_1"]["first_call_cpu_s"], 3),
+            "second_process_over_first_cpu_no_callbacks": round(
+                v["auto_nocb_cached_2"]["first_call_cpu_s"] / v["auto_nocb_cached_1"]["first_call_cpu_s"], 3),
+            "auto_vmap_over_explicit_vmap_first_call_cpu": round(
+                v["auto_vmap"]["first_call_cpu_s"] / v["explicit_vmap"]["first_call_cpu_s"], 3),
         }
     if args.audit:
         env = dict(os.environ, GFLOW_NO_COMPILATION_CACHE="1")

@@ -226,8 +226,12 @@ class AutoPlan(eqx.Module):
         """The carry before the first segment (explicit) at (t0, y0); `xp=np` builds it with
         numpy (concrete inputs: no eager JAX programs)."""
         dtype = self.ts.dtype
-        struct = jax.eval_shape(self.save, jax.ShapeDtypeStruct((), dtype), y0, args)
-        saved = jax.tree_util.tree_map(lambda s: xp.full((self.ts.shape[0], *s.shape), xp.inf, s.dtype), struct)
+        if xp is jnp:
+            struct = jax.eval_shape(self.save, jax.ShapeDtypeStruct((), dtype), y0, args)
+            saved = jax.tree_util.tree_map(lambda s: jnp.full((self.ts.shape[0], *s.shape), jnp.inf, s.dtype), struct)
+        else:
+            carry_struct = _start_struct(self, y0, t0, args)  # traced once per problem structure
+            saved = jax.tree_util.tree_map(lambda s: np.full(s.shape, np.inf, s.dtype), carry_struct.saved)
         k = self.auto.max_segments
         zero = xp.zeros((), xp.int32)
         if self.event is None:
@@ -241,9 +245,9 @@ class AutoPlan(eqx.Module):
                   inf, xp.asarray(SUCCESS_CODE, xp.int32), inf, mask, xp.asarray(False))
         if xp is jnp:
             return SegmentCarry(*fields)
-        # numpy leaves: the structure from an abstract construction (the annotated constructor
-        # types its fields as jax arrays), the leaves as they are.
-        treedef = jax.tree_util.tree_structure(jax.eval_shape(lambda f: SegmentCarry(*f), fields))
+        # numpy leaves in the traced carry's structure (not through the constructor, whose
+        # annotations type the fields as jax arrays).
+        treedef = jax.tree_util.tree_structure(carry_struct)
         return jax.tree_util.tree_unflatten(treedef, jax.tree_util.tree_leaves(fields))
 
     def monitor(self, carry: SegmentCarry, implicit: bool, controller=None) -> StiffnessMonitor:
@@ -316,14 +320,18 @@ def _merge(mask, new, old):
     return jax.tree_util.tree_map(lambda a, b: jnp.where(mask.reshape(-1, *([1] * (b.ndim - 1))), a, b), new, old)
 
 
-def run_segment(plan: AutoPlan, args, carry: SegmentCarry, implicit: bool) -> SegmentCarry:
+def run_segment(plan: AutoPlan, args, carry: SegmentCarry, implicit: bool, masked: bool = True) -> SegmentCarry:
     """One segment of `solve_flow`'s switching solve: a `diffeqsolve` with the `implicit` or the
     explicit solver from the carry's (t, y), ended by the monitor. A member that is done or in
-    the other phase takes no steps (t0 = t1) and keeps its carry."""
+    the other phase takes no steps (t0 = t1) and keeps its carry (`masked=False`: the caller
+    knows the member is active, as the concrete host loop does, and the masks are left out)."""
     active = ~carry.done & (carry.phase == (IMPLICIT if implicit else EXPLICIT))
     t1 = plan.t1
-    t0 = jnp.where(active, carry.t, t1)
-    dt0 = jnp.where(active, plan.first_step(carry, implicit, args), jnp.ones_like(t1))
+    if masked:
+        t0 = jnp.where(active, carry.t, t1)
+        dt0 = jnp.where(active, plan.first_step(carry, implicit, args), jnp.ones_like(t1))
+    else:
+        t0, dt0 = carry.t, plan.first_step(carry, implicit, args)
     saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=jnp.clip(plan.ts, t0, t1), fn=plan.save),
                                   diffrax.SubSaveAt(t1=True)])
     sol = diffrax.diffeqsolve(
@@ -339,6 +347,8 @@ def run_segment(plan: AutoPlan, args, carry: SegmentCarry, implicit: bool) -> Se
         saved=_merge(plan.fresh(carry, carry.t), seg_saved, carry.saved), num_steps=sol.stats["num_steps"],
         num_accepted=sol.stats["num_accepted_steps"], num_rejected=sol.stats["num_rejected_steps"],
         code=sol.result._value.astype(jnp.int32), event_mask=mask)
+    if not masked:
+        return new
     return jax.tree_util.tree_map(lambda a, b: jnp.where(active, a, b), new, carry)
 
 
@@ -371,10 +381,17 @@ def summary(carry: SegmentCarry, ts, rhs_per_step: float) -> tuple[dict, dict]:
 
 
 @eqx.filter_jit
+def _start_struct(plan: AutoPlan, y0, t0, args):
+    """The starting carry's shapes and dtypes: a static output, so `filter_jit` traces this once
+    per problem structure and returns the cached value after."""
+    return jax.eval_shape(lambda: plan.start(y0, t0, args))
+
+
+@eqx.filter_jit
 def _segment_program(plan: AutoPlan, args, carry: SegmentCarry, implicit: bool, rhs_per_step: float, finish):
     """One segment and, from the carry after it, `finish(*summary(...), args)`: a solve that
     never switches is this one program (no separate start, summary or check programs)."""
-    carry = run_segment(plan, args, carry, implicit)
+    carry = run_segment(plan, args, carry, implicit, masked=False)
     return carry, finish(*summary(carry, plan.ts, rhs_per_step), args)
 
 
