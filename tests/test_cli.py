@@ -36,10 +36,12 @@ def _blocks(lang: str) -> list[str]:
 
 
 def _env(**extra):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg", **extra}
-    env.pop("XLA_FLAGS", None)
-    env.update(extra)
-    return env
+    """The subprocess environment: this run's (the compile cache directory, conftest's XLA
+    optimisation level, so the subprocesses reuse the cache) and `extra`'s XLA flags, nothing
+    else of XLA_FLAGS."""
+    keep = [f for f in os.environ.get("XLA_FLAGS", "").split() if f.startswith("--xla_backend_optimization_level")]
+    flags = " ".join([*keep, extra.pop("XLA_FLAGS", "")]).strip()
+    return {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg", **extra, "XLA_FLAGS": flags}
 
 
 def _cli(*args) -> list[str]:
