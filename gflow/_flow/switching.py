@@ -410,6 +410,14 @@ def run_switching(plan: AutoPlan, args, y0, t0, rhs_per_step: float, finish=None
             if bool(carry.done):
                 return out
 
+    return _traced_switching(plan, args, y0, t0, rhs_per_step, finish)
+
+
+@eqx.filter_jit
+def _traced_switching(plan: AutoPlan, args, y0, t0, rhs_per_step: float, finish):
+    """The traced path as one function (under an eager `vmap` one batched program, not a loop
+    program plus the summary's and `finish`'s ops one by one)."""
+
     def body(c):
         return jax.lax.cond(c.phase == IMPLICIT, lambda c: run_segment(plan, args, c, True),
                             lambda c: run_segment(plan, args, c, False), c)
